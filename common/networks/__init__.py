@@ -1,0 +1,3 @@
+from .sam_segmentation_net import SamSegmentationNet
+
+__all__ = ["SamSegmentationNet"]

@@ -35,27 +35,32 @@ def inject_adapters(model: nn.Module, config: AdapterConfig) -> list[str]:
     """Replace every module matching ``config.target_modules`` with the adapter layer ``config`` describes.
 
     Matching modules of an unsupported type (e.g. a ``Conv2d`` for LoRA) raise, so that a pattern never silently
-    adapts less than it says. Already adapted layers are not wrapped again.
+    adapts less than it says. Already adapted layers (and modules inside them) are never wrapped again.
 
     Returns:
         the dotted names of the adapted modules, in model order.
 
     Raises:
-        ValueError: no module matched, or a matched module has an unsupported type.
+        ValueError: no module matched, all matches are already adapted, or a match has an unsupported type.
     """
     if not config.target_modules:
         raise ValueError("the adapter configuration names no target_modules")
-    targets = []
+    targets, already_adapted = [], []
     for name, module in model.named_modules():
         if not name or not name_matches(config.target_modules, name) or name_matches(config.exclude_modules, name):
             continue
-        if isinstance(module, AdapterLayer) or any(name.startswith(t + ".") for t in targets):
+        if isinstance(module, AdapterLayer):
+            already_adapted.append(name)
+            continue
+        if any(name.startswith(t + ".") for t in targets + already_adapted):
             continue
         if not isinstance(module, config.supported_types):
             supported = ", ".join(t.__name__ for t in config.supported_types)
             raise ValueError(f"target {name!r} is a {type(module).__name__}; {type(config).__name__} adapts {supported}")
         targets.append(name)
     if not targets:
+        if already_adapted:
+            raise ValueError(f"every module matching {config.target_modules} is already adapted ({len(already_adapted)})")
         raise ValueError(f"no module of {type(model).__name__} matches target_modules={config.target_modules}")
     for name in targets:
         _set_submodule(model, name, config.create_layer(model.get_submodule(name)))

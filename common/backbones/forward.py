@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-__all__ = ["ImageFeatures", "encode_image", "prompt_free_embeddings", "decode_masks", "mask_decoder_of", "prompt_encoder_of"]
+__all__ = [
+    "ImageFeatures",
+    "decode_masks",
+    "encode_image",
+    "mask_decoder_of",
+    "prompt_embeddings",
+    "prompt_encoder_of",
+    "prompt_free_embeddings",
+]
 
 
 @dataclass
@@ -64,6 +72,32 @@ def prompt_free_embeddings(sam: nn.Module, features: ImageFeatures) -> tuple[tor
     emb = features.embedding
     sparse = emb.new_zeros((emb.shape[0], 0, emb.shape[1]))
     dense = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(emb.shape[0], -1, *emb.shape[-2:])
+    return sparse, dense
+
+
+def prompt_embeddings(
+    sam: nn.Module,
+    features: ImageFeatures,
+    boxes: torch.Tensor | None = None,
+    point_coords: torch.Tensor | None = None,
+    point_labels: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sparse and dense prompt embeddings for one box and/or one point set per image.
+
+    Args:
+        boxes: ``B×4`` (x0, y0, x1, y1) in backbone-input pixels (x = column).
+        point_coords: ``B×N×2`` (x, y) in backbone-input pixels.
+        point_labels: ``B×N``: 1 positive, 0 negative, -1 padding.
+
+    Returns:
+        sparse ``B×T×C`` and dense ``B×C×h×w`` embeddings; without any prompt, :func:`prompt_free_embeddings`.
+    """
+    if boxes is None and point_coords is None:
+        return prompt_free_embeddings(sam, features)
+    if (point_coords is None) != (point_labels is None):
+        raise ValueError("point_coords and point_labels must be given together")
+    points = None if point_coords is None else (point_coords.float(), point_labels.int())
+    sparse, dense = prompt_encoder_of(sam)(points=points, boxes=None if boxes is None else boxes.float(), masks=None)
     return sparse, dense
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.backbones import DEFAULT_CHECKPOINT, build_backbone
-from common.backbones.forward import ImageFeatures, decode_masks, encode_image, prompt_free_embeddings
+from common.backbones.forward import ImageFeatures, decode_masks, encode_image, prompt_embeddings, prompt_free_embeddings
 
 __all__ = ["SamSegmentationNet"]
 
@@ -98,6 +98,41 @@ class SamSegmentationNet(nn.Module):
         """Prompt-free decoding: low-resolution logits ``B×K×h×w`` and IoU predictions ``B×K``."""
         sparse, dense = prompt_free_embeddings(self.sam, features)
         return decode_masks(self.sam, features, sparse, dense, multimask_output=self.multimask_output)
+
+    def to_input_coordinates(self, coords: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Map (x, y) pixel coordinates of an ``height×width`` image to backbone-input pixels; ``coords``: ``...×2``
+        (points) or ``...×4`` (boxes as x0, y0, x1, y1)."""
+        new_h, new_w = self._resized_shape(height, width)
+        scale = coords.new_tensor([new_w / width, new_h / height]).repeat(coords.shape[-1] // 2)
+        return coords.float() * scale
+
+    def forward_with_prompts(
+        self,
+        image: torch.Tensor,
+        boxes: torch.Tensor | None = None,
+        point_coords: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompted segmentation with one box and/or point set per image, in the image's own pixel coordinates.
+
+        Args:
+            image: ``B×C×H×W``.
+            boxes: ``B×4`` (x0, y0, x1, y1), x along W.
+            point_coords: ``B×N×2`` (x, y); point_labels: ``B×N`` (1 positive, 0 negative, -1 padding).
+
+        Returns:
+            mask logits ``B×K×H×W`` and IoU predictions ``B×K``.
+        """
+        height, width = image.shape[-2:]
+        features = self.encode(self.preprocess(image))
+        if boxes is not None:
+            boxes = self.to_input_coordinates(boxes, height, width)
+        if point_coords is not None:
+            # SAM's prompt encoder expects pixel centres (it adds 0.5 itself)
+            point_coords = self.to_input_coordinates(point_coords, height, width)
+        sparse, dense = prompt_embeddings(self.sam, features, boxes, point_coords, point_labels)
+        low_res, iou = decode_masks(self.sam, features, sparse, dense, multimask_output=self.multimask_output)
+        return self.postprocess(low_res, height, width), iou
 
     def forward_with_iou(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask logits ``B×K×H×W`` and the decoder's IoU predictions ``B×K`` (for IoU-aware losses)."""

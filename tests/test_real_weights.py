@@ -1,0 +1,49 @@
+"""Real behaviour: the released LiteMedSAM weights load strictly and segment real MR with a box prompt."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from common.backbones import build_backbone, default_checkpoint, read_checkpoint, sha256sum
+from common.backbones.litemedsam import LITEMEDSAM_SHA256
+from common.networks import SamSegmentationNet
+
+# Mid-axial slices of the first labelled MSD hippocampus cases (design doc reference: Dice ≈ 0.81 with a tight box).
+CASES = [1, 3, 4, 6]
+
+
+def test_packaged_litemedsam_checkpoint_is_the_released_file():
+    path = default_checkpoint("litemedsam")
+    assert sha256sum(path) == LITEMEDSAM_SHA256
+    state = read_checkpoint(path)
+    model = build_backbone("litemedsam", checkpoint=None)
+    assert set(state) == set(model.state_dict())  # strict: same keys, no more, no fewer
+
+
+@pytest.mark.slow
+def test_litemedsam_segments_hippocampus_with_a_box(shared_data):
+    root = shared_data / "msd_hippocampus"
+    net = SamSegmentationNet("litemedsam").eval()  # default checkpoint: the packaged real weights
+    random_net = SamSegmentationNet("litemedsam", checkpoint=None).eval()
+    dices, random_dices = [], []
+    for case in CASES:
+        image = np.asarray(nib.load(root / "images" / f"hippocampus_{case:03d}.nii.gz").dataobj, dtype=np.float32)
+        label = np.asarray(nib.load(root / "labels" / f"hippocampus_{case:03d}.nii.gz").dataobj)
+        z = label.shape[2] // 2
+        foreground = label[:, :, z] > 0
+        lo, hi = np.percentile(image, [0.5, 99.5])
+        slice_ = np.clip((image[:, :, z] - lo) / (hi - lo), 0, 1)
+        rows, cols = np.nonzero(foreground)
+        box = torch.tensor([[cols.min(), rows.min(), cols.max(), rows.max()]], dtype=torch.float32)
+        x = torch.from_numpy(slice_)[None, None]
+        for model, out in ((net, dices), (random_net, random_dices)):
+            with torch.no_grad():
+                logits, _ = model.forward_with_prompts(x, boxes=box)
+            pred = logits[0, 0].numpy() > 0
+            out.append(2 * (pred & foreground).sum() / (pred.sum() + foreground.sum()))
+    assert np.mean(dices) > 0.7, dices
+    assert min(dices) > 0.6, dices
+    assert np.mean(random_dices) < np.mean(dices) - 0.2  # the weights, not the box, do the work

@@ -153,3 +153,12 @@ def test_slice_inferer_segments_a_volume_slice_by_slice():
         slice3 = net(volume[..., 3])
     assert out.shape == (1, 1, 40, 52, 7)
     assert torch.allclose(out[..., 3], slice3, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_full_size_sam2_forward_at_native_resolution():
+    # one full-size random-weight pass (Hiera-T at 1024², about 5 s on 2 cores) keeps the real shapes honest
+    net = SamSegmentationNet("sam2.1_hiera_t", checkpoint=None).eval()
+    with torch.no_grad():
+        out = net(torch.rand(1, 3, 300, 400))
+    assert out.shape == (1, 1, 300, 400) and torch.isfinite(out).all()

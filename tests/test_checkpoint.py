@@ -77,6 +77,7 @@ class _RunsCodeWhenUnpickled:
         return (os.system, ("echo unsafe > /dev/null",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_unsafe_pickle_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"weight": torch.zeros(1), "payload": _RunsCodeWhenUnpickled()}, path)

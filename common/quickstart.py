@@ -74,29 +74,17 @@ def _predict(network: torch.nn.Module, loader, device: torch.device) -> tuple[li
     return images, labels, preds, dices
 
 
-def _overlay(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
-    """Grey image with ``mask`` blended in ``colour`` and its outline drawn solid."""
-    from scipy.ndimage import binary_erosion
-
-    rgb = np.repeat((np.clip(image, 0, 1) * 255)[..., None], 3, axis=-1)
-    mask = mask > 0
-    rgb[mask] = 0.55 * rgb[mask] + 0.45 * np.array(colour)
-    rgb[mask & ~binary_erosion(mask)] = colour
-    return rgb.astype(np.uint8)
-
-
 def _save_overlay_grid(path: Path, images, labels, before, after, dice_before, dice_after) -> None:
     """One row per test case: image | ground truth | zero-shot prediction | adapted prediction."""
     from PIL import Image, ImageDraw
 
+    from common.data import overlay_masks
+
     rows = []
     for i, (img, lab, b, a) in enumerate(zip(images, labels, before, after)):
-        tiles = [
-            _overlay(img, np.zeros_like(img), (0, 0, 0)),
-            _overlay(img, lab, (40, 200, 40)),
-            _overlay(img, b, (220, 60, 40)),
-            _overlay(img, a, (40, 120, 230)),
-        ]
+        empty = np.zeros_like(img)
+        # one mask per tile, each in its own colour: ground truth green, zero-shot orange, adapted blue
+        tiles = [overlay_masks(img, np.stack(m)) for m in ([empty], [lab], [empty, empty, b], [empty, a])]
         row = Image.fromarray(np.concatenate(tiles, axis=1))
         draw = ImageDraw.Draw(row)
         width = img.shape[1]

@@ -87,3 +87,15 @@ def test_composite_is_lower_for_better_predictions():
     target = (torch.rand(2, 1, 16, 16) > 0.5).float()
     good = (target * 2 - 1) * 4
     assert CompositeSegmentationLoss()(good, target) < CompositeSegmentationLoss()(-good, target)
+
+
+def test_iou_term_reads_the_network_prediction():
+    class Net(torch.nn.Module):
+        last_iou_prediction = torch.tensor([[0.9]])
+
+    logits, target = _case()
+    net = Net()
+    loss = CompositeSegmentationLoss(iou_source=net)
+    assert not list(loss.parameters()) and "_iou_source" not in dict(loss.named_modules())
+    expected = CompositeSegmentationLoss()(logits, target) + 0.1 * abs(0.9 - 1 / 3)
+    assert loss(logits, target).item() == pytest.approx(expected.item(), rel=1e-5)

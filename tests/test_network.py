@@ -49,8 +49,8 @@ def test_batch_of_two_equals_two_single_runs(net):
     with torch.no_grad():
         batched = net(images)
         single = torch.cat([net(images[i : i + 1]) for i in range(2)])
-        batched_prompted, _ = net.forward_with_prompts(images, boxes=boxes)
-        single_prompted = torch.cat([net.forward_with_prompts(images[i : i + 1], boxes=boxes[i : i + 1])[0] for i in range(2)])
+        batched_prompted, _ = net.forward_with_iou(images, boxes=boxes)
+        single_prompted = torch.cat([net.forward_with_iou(images[i : i + 1], boxes=boxes[i : i + 1])[0] for i in range(2)])
     assert torch.allclose(batched, single, atol=1e-5)
     assert torch.allclose(batched_prompted, single_prompted, atol=1e-5)
 
@@ -60,8 +60,8 @@ def test_prompts_change_the_output(net):
     image = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         free = net(image)
-        boxed, iou = net.forward_with_prompts(image, boxes=torch.tensor([[4.0, 4.0, 30.0, 30.0]]))
-        pointed, _ = net.forward_with_prompts(
+        boxed, iou = net.forward_with_iou(image, boxes=torch.tensor([[4.0, 4.0, 30.0, 30.0]]))
+        pointed, _ = net.forward_with_iou(
             image, point_coords=torch.tensor([[[10.0, 12.0], [50.0, 50.0]]]), point_labels=torch.tensor([[1, 0]])
         )
     assert boxed.shape == pointed.shape == free.shape and iou.shape == (1, 1)
@@ -87,8 +87,8 @@ def test_padding_region_is_cropped_away():
     assert processed.shape == (1, 3, 128, 128)
 
 
-def test_multimask_output_has_three_channels():
-    net = SamSegmentationNet("sam_vit_test", checkpoint=None, multimask_output=True)
+def test_three_outputs_use_the_multimask_tokens():
+    net = SamSegmentationNet("sam_vit_test", checkpoint=None, num_outputs=3)
     with torch.no_grad():
         assert net(torch.rand(2, 1, 48, 48)).shape == (2, 3, 48, 48)
 

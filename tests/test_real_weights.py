@@ -41,7 +41,7 @@ def test_litemedsam_segments_hippocampus_with_a_box(shared_data):
         x = torch.from_numpy(slice_)[None, None]
         for model, out in ((net, dices), (random_net, random_dices)):
             with torch.no_grad():
-                logits, _ = model.forward_with_prompts(x, boxes=box)
+                logits, _ = model.forward_with_iou(x, boxes=box)
             pred = logits[0, 0].numpy() > 0
             out.append(2 * (pred & foreground).sum() / (pred.sum() + foreground.sum()))
     assert np.mean(dices) > 0.7, dices

@@ -14,12 +14,19 @@ from .config import AdapterConfig, LoraConfig
 from .inject import adapter_layers, inject_adapters, merge_adapters, merge_and_unload, name_matches, unmerge_adapters
 from .layer import AdapterLayer
 from .lora import LoraLinear
-from .state import adapter_state_dict, load_adapter_checkpoint, load_adapter_state_dict, save_adapter_checkpoint
+from .state import (
+    AdapterStateView,
+    adapter_state_dict,
+    load_adapter_checkpoint,
+    load_adapter_state_dict,
+    save_adapter_checkpoint,
+)
 from .trainable import ParameterReport, configure_trainable, param_matches, parameter_report
 
 __all__ = [
     "AdapterConfig",
     "AdapterLayer",
+    "AdapterStateView",
     "LoraConfig",
     "LoraLinear",
     "ParameterReport",

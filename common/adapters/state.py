@@ -11,7 +11,13 @@ from torch import nn
 
 from common.backbones.checkpoint import CheckpointError, read_checkpoint
 
-__all__ = ["adapter_state_dict", "load_adapter_state_dict", "save_adapter_checkpoint", "load_adapter_checkpoint"]
+__all__ = [
+    "AdapterStateView",
+    "adapter_state_dict",
+    "load_adapter_checkpoint",
+    "load_adapter_state_dict",
+    "save_adapter_checkpoint",
+]
 
 
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -78,3 +84,26 @@ def save_adapter_checkpoint(model: nn.Module, path: str | os.PathLike) -> Path:
 def load_adapter_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> None:
     """Read an adapter checkpoint safely (``weights_only``) and apply it with :func:`load_adapter_state_dict`."""
     load_adapter_state_dict(model, read_checkpoint(path), strict=strict)
+
+
+class AdapterStateView:
+    """Presents a network's trainable state as its ``state_dict`` for MONAI / ignite checkpoint handlers.
+
+    ``CheckpointSaver(save_dict={"model": AdapterStateView(net)})`` then writes only the adapter-level tensors
+    (megabytes, the network's own key names) instead of the frozen base weights, and ``CheckpointLoader`` with the
+    same view applies such a file onto a freshly built network. A ``DistributedDataParallel`` wrapper is looked
+    through, so single- and multi-GPU checkpoints are interchangeable.
+    """
+
+    def __init__(self, network: nn.Module) -> None:
+        self.network = network
+
+    @property
+    def _module(self) -> nn.Module:
+        return getattr(self.network, "module", self.network)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return adapter_state_dict(self._module)
+
+    def load_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True) -> None:
+        load_adapter_state_dict(self._module, state_dict, strict=strict)

@@ -35,6 +35,9 @@ class CompositeSegmentationLoss(nn.Module):
         smooth: smoothing of Dice and Tversky.
         batch: compute Dice and Tversky over the batch (SAM2LoRA) instead of per sample.
         iou_weight: weight of the L1 between predicted and measured IoU.
+        iou_source: optional network whose ``last_iou_prediction`` (set by its forward) supplies the IoU
+            predictions when none are passed, because MONAI's engines call ``loss(pred, target)`` only. A
+            ``DistributedDataParallel`` wrapper is looked through.
 
     Shapes:
         input (logits), target: ``B×K×H×W``; iou_prediction: ``B×K`` (optional).
@@ -51,8 +54,11 @@ class CompositeSegmentationLoss(nn.Module):
         smooth: float = 1.0,
         batch: bool = True,
         iou_weight: float = 0.1,
+        iou_source: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        # kept outside the module registry: the loss must not own (save, move, count) the network's parameters
+        object.__setattr__(self, "_iou_source", iou_source)
         self.bce_weight = bce_weight
         self.dice_weight = dice_weight
         self.focal_tversky_weight = focal_tversky_weight
@@ -71,6 +77,8 @@ class CompositeSegmentationLoss(nn.Module):
         loss = self.bce_weight * F.binary_cross_entropy_with_logits(input, target)
         loss = loss + self.dice_weight * self.dice(input, target)
         loss = loss + self.focal_tversky_weight * self.focal_tversky(input, target)
+        if iou_prediction is None and self._iou_source is not None:
+            iou_prediction = getattr(self._iou_source, "module", self._iou_source).last_iou_prediction
         if iou_prediction is not None and self.iou_weight:
             measured = soft_iou(input.detach(), target)
             loss = loss + self.iou_weight * F.l1_loss(iou_prediction.to(input.dtype), measured)

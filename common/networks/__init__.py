@@ -1,3 +1,5 @@
+from .encoder_skip_fusion import EncoderSkipFusion, decode_with_skips
+from .sam2lora import SAM2LORA_TARGETS, Sam2LoraNet
 from .sam_segmentation_net import SamSegmentationNet
 
-__all__ = ["SamSegmentationNet"]
+__all__ = ["EncoderSkipFusion", "SAM2LORA_TARGETS", "Sam2LoraNet", "SamSegmentationNet", "decode_with_skips"]

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.backbones import DEFAULT_CHECKPOINT, build_backbone
-from common.backbones.forward import ImageFeatures, decode_masks, encode_image, prompt_embeddings, prompt_free_embeddings
+from common.backbones.forward import ImageFeatures, decode_masks, encode_image, prompt_embeddings
 
 __all__ = ["SamSegmentationNet"]
 
@@ -24,7 +24,9 @@ class SamSegmentationNet(nn.Module):
     are mapped back to ``H×W``. MONAI's ``SimpleInferer``, ``SlidingWindowInferer`` and ``SliceInferer`` call it as
     any 2D network.
 
-    Method networks extend it by overriding :meth:`decode` (heads, tokens, prompts) and adapting ``self.sam``.
+    Optional box and point prompts (one set per image) are passed as keyword arguments, e.g. by
+    ``monai.engines.PrepareBatchExtraInput``. Method networks extend the class by overriding :meth:`decode` (heads,
+    tokens, skips) and adapting ``self.sam``.
 
     Args:
         backbone: a registry name (see ``common.backbones.BACKBONES``) or an already built backbone model that has
@@ -32,7 +34,8 @@ class SamSegmentationNet(nn.Module):
         checkpoint: base weights (see :func:`common.backbones.build_backbone`); ``None`` = random weights.
         image_size: backbone input size (default: the backbone's native size).
         keep_aspect_ratio: resize along the long side and pad (default: as the backbone was trained).
-        multimask_output: output SAM's three ambiguity masks (K = 3) instead of one (K = 1).
+        num_outputs: output channels K. K = 1 uses SAM's single-mask output token; K = 2 or 3 uses its multimask
+            tokens 1..K, one per structure (e.g. optic disc and cup), as SAM-based multi-structure models do.
     """
 
     def __init__(
@@ -41,7 +44,7 @@ class SamSegmentationNet(nn.Module):
         checkpoint: str | os.PathLike | None = DEFAULT_CHECKPOINT,
         image_size: int | None = None,
         keep_aspect_ratio: bool | None = None,
-        multimask_output: bool = False,
+        num_outputs: int = 1,
     ) -> None:
         super().__init__()
         if isinstance(backbone, str):
@@ -52,15 +55,13 @@ class SamSegmentationNet(nn.Module):
         self.spec = backbone.backbone_spec
         self.input_size = self.spec.input_size
         self.keep_aspect_ratio = self.spec.keep_aspect_ratio if keep_aspect_ratio is None else keep_aspect_ratio
-        self.multimask_output = multimask_output
+        if not 1 <= num_outputs <= 3:
+            raise ValueError(f"num_outputs must be 1, 2 or 3 (SAM has one single-mask and three multimask tokens)")
+        self.num_outputs = num_outputs
         # non-persistent: they are facts of the backbone, not weights to save
         self.register_buffer("pixel_mean", torch.tensor(self.spec.pixel_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(self.spec.pixel_std).view(1, 3, 1, 1), persistent=False)
-
-    @property
-    def out_channels(self) -> int:
-        """Number of output channels K."""
-        return 3 if self.multimask_output else 1
+        self.last_iou_prediction: torch.Tensor | None = None
 
     def _resized_shape(self, height: int, width: int) -> tuple[int, int]:
         if not self.keep_aspect_ratio:
@@ -94,10 +95,13 @@ class SamSegmentationNet(nn.Module):
         """Run the (possibly adapted) image encoder on a preprocessed batch."""
         return encode_image(self.sam, image)
 
-    def decode(self, features: ImageFeatures) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompt-free decoding: low-resolution logits ``B×K×h×w`` and IoU predictions ``B×K``."""
-        sparse, dense = prompt_free_embeddings(self.sam, features)
-        return decode_masks(self.sam, features, sparse, dense, multimask_output=self.multimask_output)
+    def decode(
+        self, features: ImageFeatures, sparse: torch.Tensor, dense: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-resolution logits ``B×K×h×w`` and IoU predictions ``B×K`` for given prompt embeddings (prompt-free:
+        ``common.backbones.forward.prompt_free_embeddings``). Method networks override this."""
+        masks, iou = decode_masks(self.sam, features, sparse, dense, multimask_output=self.num_outputs > 1)
+        return masks[:, : self.num_outputs], iou[:, : self.num_outputs]
 
     def to_input_coordinates(self, coords: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """Map (x, y) pixel coordinates of an ``height×width`` image to backbone-input pixels; ``coords``: ``...×2``
@@ -106,40 +110,42 @@ class SamSegmentationNet(nn.Module):
         scale = coords.new_tensor([new_w / width, new_h / height]).repeat(coords.shape[-1] // 2)
         return coords.float() * scale
 
-    def forward_with_prompts(
+    def forward_with_iou(
         self,
         image: torch.Tensor,
         boxes: torch.Tensor | None = None,
         point_coords: torch.Tensor | None = None,
         point_labels: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompted segmentation with one box and/or point set per image, in the image's own pixel coordinates.
+        """Mask logits ``B×K×H×W`` and the decoder's IoU predictions ``B×K``.
 
         Args:
             image: ``B×C×H×W``.
-            boxes: ``B×4`` (x0, y0, x1, y1), x along W.
-            point_coords: ``B×N×2`` (x, y); point_labels: ``B×N`` (1 positive, 0 negative, -1 padding).
-
-        Returns:
-            mask logits ``B×K×H×W`` and IoU predictions ``B×K``.
+            boxes: optional ``B×4`` box prompts (x0, y0, x1, y1) in the image's pixel coordinates, x along W.
+            point_coords: optional ``B×N×2`` point prompts (x, y); point_labels: ``B×N`` (1 positive, 0 negative,
+                -1 padding). Without any prompt the network runs prompt-free.
         """
         height, width = image.shape[-2:]
         features = self.encode(self.preprocess(image))
         if boxes is not None:
             boxes = self.to_input_coordinates(boxes, height, width)
         if point_coords is not None:
-            # SAM's prompt encoder expects pixel centres (it adds 0.5 itself)
             point_coords = self.to_input_coordinates(point_coords, height, width)
         sparse, dense = prompt_embeddings(self.sam, features, boxes, point_coords, point_labels)
-        low_res, iou = decode_masks(self.sam, features, sparse, dense, multimask_output=self.multimask_output)
+        low_res, iou = self.decode(features, sparse, dense)
         return self.postprocess(low_res, height, width), iou
 
-    def forward_with_iou(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mask logits ``B×K×H×W`` and the decoder's IoU predictions ``B×K`` (for IoU-aware losses)."""
-        height, width = image.shape[-2:]
-        low_res, iou = self.decode(self.encode(self.preprocess(image)))
-        return self.postprocess(low_res, height, width), iou
+    def forward(
+        self,
+        image: torch.Tensor,
+        boxes: torch.Tensor | None = None,
+        point_coords: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Mask logits ``B×K×H×W`` (prompt-free unless prompts are given, see :meth:`forward_with_iou`).
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Mask logits ``B×K×H×W`` for an image batch ``B×C×H×W``."""
-        return self.forward_with_iou(image)[0]
+        The IoU predictions of this pass are kept in ``last_iou_prediction`` for IoU-aware losses, because MONAI's
+        engines pass only the network output to the loss.
+        """
+        logits, self.last_iou_prediction = self.forward_with_iou(image, boxes, point_coords, point_labels)
+        return logits

@@ -1,0 +1,107 @@
+"""Dictionary transforms the bundles need and MONAI lacks."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+from monai.utils import convert_to_dst_type
+
+from .visualize import overlay_masks
+
+__all__ = ["LabelValuesToChannelsd", "SelectFieldOfViewd", "SaveOverlayd"]
+
+
+class LabelValuesToChannelsd(MapTransform):
+    """Label map (``1×H×W`` of class values) → one binary channel per group of values (``K×H×W``).
+
+    ``groups=[[1, 2], [2]]`` turns a disc/cup map (1 rim, 2 cup) into nested channels: disc (rim or cup) and cup;
+    ``groups=[[1]]`` is a plain binary foreground.
+    """
+
+    def __init__(self, keys: KeysCollection, groups: Sequence[Sequence[int]], allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if not groups or not all(groups):
+            raise ValueError("groups must be a non-empty list of non-empty value lists")
+        self.groups = [list(g) for g in groups]
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            label = torch.as_tensor(d[key])
+            if label.shape[0] != 1:
+                raise ValueError(f"{key}: expected a single-channel label map, got shape {tuple(label.shape)}")
+            channels = [torch.isin(label[0], torch.tensor(g, device=label.device)) for g in self.groups]
+            # convert_to_dst_type keeps the MetaTensor type and its metadata (affine, file name)
+            d[key] = convert_to_dst_type(torch.stack(channels), dst=label, dtype=torch.float32)[0]
+        return d
+
+
+class SelectFieldOfViewd(MapTransform):
+    """Keep only the pixels inside the field of view, as ``C×N`` tensors under ``<key>_fov``.
+
+    Vessel metrics are computed inside the FOV: the dark surround would otherwise add millions of easy true negatives
+    to specificity and AUC. Without a FOV mask in the sample every pixel counts.
+
+    Args:
+        keys: channel-first ``C×H×W`` tensors (prediction, probabilities, label).
+        fov_key: key of the ``1×H×W`` FOV mask.
+    """
+
+    def __init__(self, keys: KeysCollection, fov_key: str = "fov", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.fov_key = fov_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        fov = d.get(self.fov_key)
+        for key in self.key_iterator(d):
+            value = torch.as_tensor(d[key])
+            inside = torch.ones(value.shape[1:], dtype=torch.bool) if fov is None else torch.as_tensor(fov)[0] > 0
+            if inside.shape != value.shape[1:]:
+                raise ValueError(f"FOV {tuple(inside.shape)} and {key} {tuple(value.shape[1:])} differ in size")
+            d[f"{key}_fov"] = value.as_subclass(torch.Tensor)[:, inside.to(value.device)]
+        return d
+
+
+class SaveOverlayd(MapTransform):
+    """Write a PNG of the image with the predicted mask channels overlaid (one colour per channel, outlined).
+
+    Args:
+        keys: the prediction key (``K×H×W``, binary).
+        image_key: the image (``C×H×W``, intensities 0-1).
+        output_dir: folder; the file is ``<input file stem>_overlay.png``.
+        label_key: optional ground truth, drawn as an outline in white.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        image_key: str = "image",
+        output_dir: str | os.PathLike = "./overlays",
+        label_key: str | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.image_key = image_key
+        self.output_dir = Path(output_dir)
+        self.label_key = label_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        from PIL import Image
+
+        d = dict(data)
+        image = d[self.image_key]
+        source = getattr(image, "meta", {}).get("filename_or_obj", "image")
+        stem = Path(str(source)).name.split(".")[0]
+        for key in self.key_iterator(d):
+            label = None if self.label_key is None else np.asarray(torch.as_tensor(d[self.label_key]).cpu())
+            picture = overlay_masks(np.asarray(torch.as_tensor(image).cpu()), np.asarray(torch.as_tensor(d[key]).cpu()), label)
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(picture).save(self.output_dir / f"{stem}_overlay.png")
+        return d

@@ -1,0 +1,207 @@
+"""SAM2LoRA bundle: configs, metadata, the network's method details, and train → evaluate → infer via ConfigWorkflow."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from monai.bundle import ConfigWorkflow, verify_metadata
+from PIL import Image
+
+from common.adapters import adapter_layers
+from common.backbones import OFFICIAL_CHECKPOINTS
+from common.data import SamplePromptsd, make_synthetic_dataset
+from common.networks import Sam2LoraNet
+
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = REPO_ROOT / "bundles" / "sam2lora_fundus_segmentation"
+SCHEMA = REPO_ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
+CONFIGS = BUNDLE / "configs"
+
+
+def _workflow(files, workflow_type, **override):
+    return ConfigWorkflow(
+        config_file=[str(CONFIGS / f) for f in files],
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=str(CONFIGS / "logging.conf"),
+        workflow_type=workflow_type,
+        **override,
+    )
+
+
+def test_bundle_file_set():
+    for name in ("metadata.json", "train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "logging.conf"):
+        assert (CONFIGS / name).is_file(), name
+    for name in ("LICENSE", "large_files.yml", "docs/README.md"):
+        assert (BUNDLE / name).is_file(), name
+    assert not (BUNDLE / "scripts").exists()
+
+
+def test_metadata_is_valid_against_the_schema(tmp_path):
+    if not SCHEMA.is_file():
+        pytest.skip(f"{SCHEMA} is absent (it sits beside the repository in CI)")
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    assert meta["version"] in meta["changelog"]
+    assert "monai-sam-peft" in meta["required_packages_version"]
+
+
+def test_large_files_match_the_recorded_checksums():
+    entries = yaml.safe_load((BUNDLE / "large_files.yml").read_text())["large_files"]
+    by_path = {e["path"]: e for e in entries}
+    official = OFFICIAL_CHECKPOINTS["sam2.1_hiera_l"]
+    entry = by_path[f"models/{official.filename}"]
+    assert entry["url"] == official.url and entry["hash_val"] == official.sha256 and entry["hash_type"] == "sha256"
+
+
+def test_lora_placement_and_share_on_the_test_backbone():
+    net = Sam2LoraNet("sam2.1_hiera_test", checkpoint=None, lora_rank=4, lora_alpha=8)
+    names = net.adapted_layers
+    assert len([n for n in names if ".trunk.blocks." in n]) == len(net.sam.image_encoder.trunk.blocks)
+    assert len([n for n in names if n.startswith("sam_mask_decoder.transformer")]) == 28
+    assert net.parameter_report.groups == {"adapters": net.parameter_report.trainable}
+    assert net.skip_fusion is None  # SAM2 has its own high-resolution path
+
+
+@pytest.mark.slow
+def test_trainable_share_on_hiera_large_is_under_5_percent():
+    net = Sam2LoraNet("sam2.1_hiera_l", checkpoint=None)
+    assert net.parameter_report.trainable == 7_693_312
+    assert net.parameter_report.trainable_share < 0.05
+
+
+def test_litemedsam_skips_start_as_the_pretrained_decoder():
+    # zero-initialised skip projections: with LoRA B = 0 the adapted network equals the base network at step 0
+    from common.networks import SamSegmentationNet
+
+    base = SamSegmentationNet("litemedsam", checkpoint=None).eval()
+    adapted = Sam2LoraNet(base.sam, lora_rank=4, lora_alpha=8).eval()
+    assert adapted.skip_fusion is not None
+    assert adapted.parameter_report.groups["skip_fusion"] == 64 * 32 + 32 + 128 * 64 + 64
+    image = torch.rand(1, 3, 64, 64)
+    reference_net = SamSegmentationNet("litemedsam", checkpoint=None).eval()
+    reference_net.load_state_dict({k: v for k, v in adapted.state_dict().items() if "lora_" not in k and "skip_" not in k})
+    with torch.no_grad():
+        assert torch.allclose(adapted(image), reference_net(image), atol=1e-5)
+        torch.nn.init.normal_(adapted.skip_fusion.proj_s0.weight)
+        assert not torch.allclose(adapted(image), reference_net(image), atol=1e-3)
+
+
+def test_prompts_are_drawn_per_sample_from_each_label():
+    label_a = torch.zeros(1, 40, 50)
+    label_a[0, 5:15, 10:20] = 1
+    label_b = torch.zeros(1, 40, 50)
+    label_b[0, 25:35, 30:45] = 1
+    sampler = SamplePromptsd(keys="label", num_positive=4, num_negative=2, erosion=1, box_jitter=0.02)
+    sampler.set_random_state(0)
+    for label in (label_a, label_b):
+        out = sampler({"label": label})
+        coords, labels, box = out["point_coords"], out["point_labels"], out["box"]
+        assert coords.shape == (6, 2) and labels.tolist() == [1, 1, 1, 1, 0, 0]
+        for (x, y), lab in zip(coords.long().tolist(), labels.tolist()):
+            assert label[0, y, x] == lab  # positives inside, negatives outside this sample's own object
+        rows, cols = torch.nonzero(label[0], as_tuple=True)
+        assert box[0] <= cols.min() and box[1] <= rows.min() and box[2] >= cols.max() and box[3] >= rows.max()
+        assert box[2] - cols.max() <= 0.02 * 50 + 1e-4 and rows.min() - box[1] <= 0.02 * 40 + 1e-4
+    empty = sampler({"label": torch.zeros(1, 8, 8)})
+    assert (empty["point_labels"][:4] == -1).all() and empty["box"].tolist() == [0, 0, 7, 7]
+
+
+@pytest.fixture(scope="module")
+def trained_bundle(tmp_path_factory):
+    """One train → evaluate run on a synthetic 2D set, shared by the checks below."""
+    root = tmp_path_factory.mktemp("sam2lora")
+    data = root / "data"
+    make_synthetic_dataset(data, spatial_dims=2, num_classes=1, num_train=4, num_val=2, num_test=2)
+    bundle_root = root / "bundle"
+    (bundle_root / "models").mkdir(parents=True)
+    overrides = {"backbone": "sam2.1_hiera_test", "dataset_dir": str(data), "bundle_root": str(bundle_root)}
+    start = time.time()
+    train = _workflow(["train.json"], "train", **overrides, **{"train#trainer#max_epochs": 1, "val_interval": 1})
+    train.initialize()
+    assert train.check_properties() == []
+    net = train.parser.get_parsed_content("network")
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    train.run()
+    after = {k: v.clone() for k, v in net.state_dict().items()}
+    train.finalize()
+    evaluate = _workflow(["train.json", "evaluate.json"], "train", **overrides)
+    evaluate.initialize()
+    evaluate.run()
+    evaluate.finalize()
+    return {"root": root, "data": data, "bundle_root": bundle_root, "before": before, "after": after,
+            "overrides": overrides, "seconds": time.time() - start}
+
+
+def test_training_changes_lora_only_and_saves_adapter_checkpoint(trained_bundle):
+    before, after = trained_bundle["before"], trained_bundle["after"]
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.endswith("lora_B") for k in changed)
+    assert all(".lora_" in k for k in changed), sorted(k for k in changed if ".lora_" not in k)[:5]
+    checkpoint = torch.load(trained_bundle["bundle_root"] / "models" / "model.pt", weights_only=True)
+    lora_keys = {k for k in before if ".lora_" in k}
+    assert set(checkpoint) == lora_keys  # adapter-only: every LoRA tensor and nothing else
+    for key in lora_keys:
+        assert torch.equal(checkpoint[key], after[key])
+
+
+def test_evaluate_writes_metrics_and_predictions(trained_bundle):
+    out = trained_bundle["bundle_root"] / "eval"
+    metrics = dict(line.split(",") for line in (out / "metrics.csv").read_text().splitlines())
+    assert set(metrics) == {"val_mean_dice", "val_auc", "val_sensitivity", "val_specificity", "val_hd95"}
+    assert all(0.0 <= float(metrics[m]) <= 1.0 for m in ("val_mean_dice", "val_auc", "val_sensitivity", "val_specificity"))
+    for detail in ("val_mean_dice", "val_hd95"):  # per-image values and their summary
+        raw = (out / f"{detail}_raw.csv").read_text().splitlines()
+        assert len(raw) == 1 + 2  # header + one row per test image
+        assert (out / f"{detail}_summary.csv").is_file()
+    predictions = sorted((out / "predictions").glob("*_seg.png"))
+    assert len(predictions) == 2
+    assert len(list((out / "overlays").glob("*_overlay.png"))) == 2
+
+
+def test_inference_writes_masks_with_the_input_geometry(trained_bundle):
+    out = trained_bundle["root"] / "infer"
+    infer = _workflow(["inference.json"], "infer", **trained_bundle["overrides"], output_dir=str(out))
+    infer.initialize()
+    assert infer.check_properties() == []
+    infer.run()
+    infer.finalize()
+    masks = sorted(out.glob("*_seg.png"))
+    assert len(masks) == 2
+    for mask in masks:
+        source = trained_bundle["data"] / "images" / mask.name.replace("_seg", "")
+        assert Image.open(mask).size == Image.open(source).size
+        assert set(np.unique(np.asarray(Image.open(mask)))) <= {0, 1}
+    assert len(list((out / "overlays").glob("*.png"))) == 2
+
+
+def test_prompted_training_mode_runs(tmp_path):
+    data = tmp_path / "data"
+    make_synthetic_dataset(data, spatial_dims=2, num_classes=1, num_train=2, num_val=1, num_test=0)
+    (tmp_path / "bundle" / "models").mkdir(parents=True)
+    train = _workflow(
+        ["train.json"], "train", backbone="sam2.1_hiera_test", dataset_dir=str(data), bundle_root=str(tmp_path / "bundle"),
+        prompt_mode="points+box", num_workers=0, **{"train#trainer#max_epochs": 1},
+    )
+    train.initialize()
+    seen = []
+    net = train.parser.get_parsed_content("network")
+    original = net.forward
+
+    def spy(image, boxes=None, point_coords=None, point_labels=None):
+        seen.append((boxes, point_coords))
+        return original(image, boxes=boxes, point_coords=point_coords, point_labels=point_labels)
+
+    net.forward = spy
+    train.run()
+    train.finalize()
+    assert seen and all(b is not None and p is not None for b, p in seen)
+    boxes = seen[0][0]
+    assert boxes.shape == (2, 4) and not torch.equal(boxes[0], boxes[1])  # one box per image, each its own

@@ -179,7 +179,11 @@ def test_inference_writes_masks_with_the_input_geometry(trained_bundle):
         source = trained_bundle["data"] / "images" / mask.name.replace("_seg", "")
         assert Image.open(mask).size == Image.open(source).size
         assert set(np.unique(np.asarray(Image.open(mask)))) <= {0, 1}
-    assert len(list((out / "overlays").glob("*.png"))) == 2
+    overlays = sorted((out / "overlays").glob("*_overlay.png"))
+    assert len(overlays) == 2
+    for overlay in overlays:  # pictures have the rows and columns of their source file
+        source = trained_bundle["data"] / "images" / overlay.name.replace("_overlay", "")
+        assert Image.open(overlay).size == Image.open(source).size
 
 
 def test_prompted_training_mode_runs(tmp_path):
@@ -205,3 +209,34 @@ def test_prompted_training_mode_runs(tmp_path):
     assert seen and all(b is not None and p is not None for b, p in seen)
     boxes = seen[0][0]
     assert boxes.shape == (2, 4) and not torch.equal(boxes[0], boxes[1])  # one box per image, each its own
+
+
+@pytest.mark.slow
+def test_litemedsam_path_on_real_chase_db1(shared_data, tmp_path):
+    # the real-data path end to end on CPU: datalist from the released layout, LiteMedSAM's real weights, two
+    # training iterations, evaluation of the 8 test images inside their fields of view
+    from common.data.fundus import prepare_fundus_datalist
+
+    data = tmp_path / "chase"
+    prepare_fundus_datalist({"chase_db1": shared_data / "chase_db1"}, data, task="vessel")
+    bundle_root = tmp_path / "bundle"
+    (bundle_root / "models").mkdir(parents=True)
+    overrides = {"backbone": "litemedsam", "dataset_dir": str(data), "bundle_root": str(bundle_root),
+                 "lora_rank": 4, "lora_alpha": 8, "num_workers": 0}
+    train = _workflow(["train.json"], "train", **overrides,
+                      **{"train#trainer#max_epochs": 1, "train#trainer#epoch_length": 2, "val_interval": 1})
+    train.initialize()
+    net = train.parser.get_parsed_content("network")
+    assert net.skip_fusion is not None
+    train.run()
+    train.finalize()
+    checkpoint = torch.load(bundle_root / "models" / "model.pt", weights_only=True)
+    assert any(k.startswith("skip_fusion.") for k in checkpoint) and any(".lora_B" in k for k in checkpoint)
+    evaluate = _workflow(["train.json", "evaluate.json"], "train", **overrides)
+    evaluate.initialize()
+    evaluate.run()
+    evaluate.finalize()
+    raw = (bundle_root / "eval" / "val_mean_dice_raw.csv").read_text().splitlines()
+    assert len(raw) == 1 + 8 and all("Image_1" in line for line in raw[1:])  # children 11-14
+    predictions = sorted((bundle_root / "eval" / "predictions").glob("*_seg.png"))
+    assert len(predictions) == 8 and Image.open(predictions[0]).size == (999, 960)

@@ -77,6 +77,8 @@ class SaveOverlayd(MapTransform):
         image_key: the image (``C×H×W``, intensities 0-1).
         output_dir: folder; the file is ``<input file stem>_overlay.png``.
         label_key: optional ground truth, drawn as an outline in white.
+        reverse_indexing: the arrays are indexed (x, y), as MONAI's ``PILReader`` and ``ITKReader`` load 2D files by
+            default, so the picture is transposed back to the file's rows and columns (as ``PILWriter`` does).
     """
 
     def __init__(
@@ -85,9 +87,11 @@ class SaveOverlayd(MapTransform):
         image_key: str = "image",
         output_dir: str | os.PathLike = "./overlays",
         label_key: str | None = None,
+        reverse_indexing: bool = True,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        self.reverse_indexing = reverse_indexing
         self.image_key = image_key
         self.output_dir = Path(output_dir)
         self.label_key = label_key
@@ -102,6 +106,8 @@ class SaveOverlayd(MapTransform):
         for key in self.key_iterator(d):
             label = None if self.label_key is None else np.asarray(torch.as_tensor(d[self.label_key]).cpu())
             picture = overlay_masks(np.asarray(torch.as_tensor(image).cpu()), np.asarray(torch.as_tensor(d[key]).cpu()), label)
+            if self.reverse_indexing:
+                picture = picture.transpose(1, 0, 2)
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(picture).save(self.output_dir / f"{stem}_overlay.png")
+            Image.fromarray(np.ascontiguousarray(picture)).save(self.output_dir / f"{stem}_overlay.png")
         return d

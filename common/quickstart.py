@@ -130,11 +130,16 @@ def run_quickstart(
     torch_device = torch.device(device)
 
     data_dir = out / "data"
-    make_synthetic_dataset(data_dir, spatial_dims=2, num_classes=1, num_train=num_train, num_val=0,
-                           num_test=num_test, seed=seed)
+    make_synthetic_dataset(
+        data_dir, spatial_dims=2, num_classes=1, num_train=num_train, num_val=0, num_test=num_test, seed=seed
+    )
     logger.info("sample dataset: %d training and %d test images in %s", num_train, num_test, data_dir)
-    train_loader = DataLoader(Dataset(load_datalist(data_dir, "training"), _transforms(train=True)),
-                              batch_size=batch_size, shuffle=True, num_workers=0)
+    train_loader = DataLoader(
+        Dataset(load_datalist(data_dir, "training"), _transforms(train=True)),
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=0,
+    )
     test_files = load_datalist(data_dir, "testing")
     test_loader = DataLoader(Dataset(test_files, _transforms(train=False)), batch_size=batch_size, num_workers=0)
 
@@ -173,7 +178,9 @@ def run_quickstart(
     train_seconds = time.time() - train_start
 
     _, _, adapted_pred, dice_after = _predict(network, test_loader, torch_device)
-    logger.info("adapted mean Dice on the test images: %.3f (zero-shot %.3f)", np.mean(dice_after), np.mean(dice_before))
+    logger.info(
+        "adapted mean Dice on the test images: %.3f (zero-shot %.3f)", np.mean(dice_after), np.mean(dice_before)
+    )
 
     seg_dir = out / "segmentations"
     seg_dir.mkdir(exist_ok=True)
@@ -193,8 +200,12 @@ def run_quickstart(
         "mean_dice_zero_shot": float(np.mean(dice_before)),
         "mean_dice_adapted": float(np.mean(dice_after)),
         "lora": {"rank": rank, "alpha": alpha, "layers": len(adapted)},
-        "parameters": {"total": report.total, "trainable": report.trainable, "groups": report.groups,
-                       "trainable_share": report.trainable_share},
+        "parameters": {
+            "total": report.total,
+            "trainable": report.trainable,
+            "groups": report.groups,
+            "trainable_share": report.trainable_share,
+        },
         "adapter_checkpoint_bytes": adapter_path.stat().st_size,
         "iterations": trainer.state.iteration,
         "batch_size": batch_size,

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.data import build_datalist, case_id, load_datalist, make_synthetic_case, make_synthetic_dataset, write_datalist
+from common.data import (
+    build_datalist,
+    case_id,
+    load_datalist,
+    make_synthetic_case,
+    make_synthetic_dataset,
+    write_datalist,
+)
 
 
 def test_case_id_strips_double_suffixes():
@@ -61,15 +68,31 @@ def _write_pairs(root, names, label_suffix=""):
 
 def test_build_datalist_pairs_and_splits_by_case(tmp_path):
     _write_pairs(tmp_path, [f"c{i:02d}" for i in range(10)], label_suffix="_mask")
-    datalist = build_datalist(tmp_path, "img", "seg", label_suffix="_mask", val_fraction=0.2, test_fraction=0.1,
-                              seed=1, labels={"1": "lesion"})
+    datalist = build_datalist(
+        tmp_path,
+        "img",
+        "seg",
+        label_suffix="_mask",
+        val_fraction=0.2,
+        test_fraction=0.1,
+        seed=1,
+        labels={"1": "lesion"},
+    )
     sizes = {k: len(datalist[k]) for k in ("training", "validation", "testing")}
     assert sizes == {"training": 7, "validation": 2, "testing": 1}
     ids = [case_id(e["image"]) for split in ("training", "validation", "testing") for e in datalist[split]]
     assert sorted(ids) == [f"c{i:02d}" for i in range(10)]  # disjoint and complete
     assert all(e["label"] == f"seg/{case_id(e['image'])}_mask.png" for e in datalist["training"])
-    again = build_datalist(tmp_path, "img", "seg", label_suffix="_mask", val_fraction=0.2, test_fraction=0.1, seed=1,
-                           labels={"1": "lesion"})
+    again = build_datalist(
+        tmp_path,
+        "img",
+        "seg",
+        label_suffix="_mask",
+        val_fraction=0.2,
+        test_fraction=0.1,
+        seed=1,
+        labels={"1": "lesion"},
+    )
     assert again == datalist  # seeded: reproducible
     write_datalist(datalist, tmp_path)
     assert len(load_datalist(tmp_path, "validation")) == 2

@@ -118,8 +118,9 @@ def test_reader_converts_the_published_layout(tmp_path, name):
     task = FUNDUS_DATASETS[name][0]
     task = "vessel" if task == "any" else task
     make_layout(name, tmp_path / "raw")
-    path = prepare_fundus_datalist({name: tmp_path / "raw"}, tmp_path / "out", task=task, val_fraction=0.0,
-                                   test_fraction=0.5)
+    path = prepare_fundus_datalist(
+        {name: tmp_path / "raw"}, tmp_path / "out", task=task, val_fraction=0.0, test_fraction=0.5
+    )
     datalist = json.loads(path.read_text())
     entries = datalist["training"] + datalist["testing"]
     assert len(entries) == (4 if name == "drive" else 2)
@@ -141,8 +142,9 @@ def test_reader_converts_the_published_layout(tmp_path, name):
 def test_official_splits_are_kept(tmp_path):
     make_layout("drive", tmp_path / "drive")
     make_layout("chase_db1", tmp_path / "chase")
-    path = prepare_fundus_datalist({"drive": tmp_path / "drive", "chase_db1": tmp_path / "chase"}, tmp_path / "out",
-                                   val_fraction=0.0)
+    path = prepare_fundus_datalist(
+        {"drive": tmp_path / "drive", "chase_db1": tmp_path / "chase"}, tmp_path / "out", val_fraction=0.0
+    )
     datalist = json.loads(path.read_text())
     training = sorted(e["label"] for e in datalist["training"])
     testing = sorted(e["label"] for e in datalist["testing"])

@@ -50,7 +50,9 @@ def test_batch_of_two_equals_two_single_runs(net):
         batched = net(images)
         single = torch.cat([net(images[i : i + 1]) for i in range(2)])
         batched_prompted, _ = net.forward_with_iou(images, boxes=boxes)
-        single_prompted = torch.cat([net.forward_with_iou(images[i : i + 1], boxes=boxes[i : i + 1])[0] for i in range(2)])
+        single_prompted = torch.cat(
+            [net.forward_with_iou(images[i : i + 1], boxes=boxes[i : i + 1])[0] for i in range(2)]
+        )
     assert torch.allclose(batched, single, atol=1e-5)
     assert torch.allclose(batched_prompted, single_prompted, atol=1e-5)
 

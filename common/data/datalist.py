@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 from monai.data import load_decathlon_datalist
@@ -81,8 +81,11 @@ def build_datalist(
     if label_dir is None:
         datalist["testing"] = [{"image": str(p.relative_to(root))} for p in images.values()]
         return datalist
-    label_files = {case_id(p)[: len(case_id(p)) - len(label_suffix)]: p for p in find_images(root / label_dir)
-                   if case_id(p).endswith(label_suffix)}
+    label_files = {
+        case_id(p)[: len(case_id(p)) - len(label_suffix)]: p
+        for p in find_images(root / label_dir)
+        if case_id(p).endswith(label_suffix)
+    }
     unlabelled = sorted(set(images) - set(label_files))
     orphans = sorted(set(label_files) - set(images))
     if unlabelled or orphans:
@@ -93,10 +96,15 @@ def build_datalist(
     cases = sorted(images)
     random.Random(seed).shuffle(cases)
     n_val, n_test = round(len(cases) * val_fraction), round(len(cases) * test_fraction)
-    splits = {"validation": cases[:n_val], "testing": cases[n_val : n_val + n_test], "training": cases[n_val + n_test :]}
+    splits = {
+        "validation": cases[:n_val],
+        "testing": cases[n_val : n_val + n_test],
+        "training": cases[n_val + n_test :],
+    }
     for split, ids in splits.items():
         datalist[split] = [
-            {"image": str(images[c].relative_to(root)), "label": str(label_files[c].relative_to(root))} for c in sorted(ids)
+            {"image": str(images[c].relative_to(root)), "label": str(label_files[c].relative_to(root))}
+            for c in sorted(ids)
         ]
     return datalist
 
@@ -126,4 +134,3 @@ def load_datalist(dataset_dir: str | os.PathLike, split: str = "training", name:
             if key in item and not Path(item[key]).exists():
                 raise FileNotFoundError(f"{path} lists {item[key]} ({split}/{key}), which does not exist")
     return data
-

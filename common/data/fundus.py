@@ -142,15 +142,18 @@ def _chase_db1(root: Path) -> Iterator[FundusCase]:
     for image in _find(root, ("Image_*.jpg",)):
         manual = image.with_name(f"{image.stem}_1stHO.png")
         child = int(re.search(r"Image_(\d+)", image.stem).group(1))
-        yield FundusCase(f"chase_{image.stem}", image, lambda m=manual: _binary(m), None,
-                         "training" if child <= 10 else "testing")
+        yield FundusCase(
+            f"chase_{image.stem}", image, lambda m=manual: _binary(m), None, "training" if child <= 10 else "testing"
+        )
 
 
 def _stare(root: Path) -> Iterator[FundusCase]:
     # stare-images/im0001.ppm(.gz) with labels-ah/im0001.ah.ppm(.gz) (Hoover, first observer)
     for image in _find(_require(root / "stare-images", "stare-images/"), ("*.ppm", "*.ppm.gz")):
         stem = image.name.split(".")[0]
-        manual = [p for p in (root / "labels-ah" / f"{stem}.ah.ppm", root / "labels-ah" / f"{stem}.ah.ppm.gz") if p.exists()]
+        manual = [
+            p for p in (root / "labels-ah" / f"{stem}.ah.ppm", root / "labels-ah" / f"{stem}.ah.ppm.gz") if p.exists()
+        ]
         if manual:
             yield FundusCase(f"stare_{stem}", image, lambda m=manual[0]: _binary(m))
 
@@ -160,8 +163,12 @@ def _hrf(root: Path) -> Iterator[FundusCase]:
     for image in _find(_require(root / "images", "images/"), ("*.jpg", "*.JPG", "*.jpeg")):
         manual, mask = root / "manual1" / f"{image.stem}.tif", root / "mask" / f"{image.stem}_mask.tif"
         if manual.exists():
-            yield FundusCase(f"hrf_{image.stem}", image, lambda m=manual: _binary(m),
-                             (lambda m=mask: _binary(m) > 0) if mask.exists() else None)
+            yield FundusCase(
+                f"hrf_{image.stem}",
+                image,
+                lambda m=manual: _binary(m),
+                (lambda m=mask: _binary(m) > 0) if mask.exists() else None,
+            )
 
 
 def _fives(root: Path) -> Iterator[FundusCase]:
@@ -184,8 +191,11 @@ def _refuge2(root: Path) -> Iterator[FundusCase]:
 
     for folder, split in (("train", "training"), ("val", "training"), ("test", "testing")):
         for image in _find(root / folder / "images", ("*.jpg", "*.png")):
-            masks = [p for p in (root / folder / "mask" / f"{image.stem}.png", root / folder / "mask" / f"{image.stem}.bmp")
-                     if p.exists()]
+            masks = [
+                p
+                for p in (root / folder / "mask" / f"{image.stem}.png", root / folder / "mask" / f"{image.stem}.bmp")
+                if p.exists()
+            ]
             if masks:
                 yield FundusCase(f"refuge2_{folder}_{image.stem}", image, lambda m=masks[0]: label(m), None, split)
 
@@ -198,8 +208,13 @@ def _drishti_gs(root: Path) -> Iterator[FundusCase]:
             soft = root / folder / "GT" / image.stem / "SoftMap"
             disc, cup = soft / f"{image.stem}_ODsegSoftmap.png", soft / f"{image.stem}_cupsegSoftmap.png"
             if disc.exists() and cup.exists():
-                yield FundusCase(f"drishti_{image.stem}", image,
-                                 lambda d=disc, c=cup: _nested(_grey(d) > 127, _grey(c) > 127), None, split)
+                yield FundusCase(
+                    f"drishti_{image.stem}",
+                    image,
+                    lambda d=disc, c=cup: _nested(_grey(d) > 127, _grey(c) > 127),
+                    None,
+                    split,
+                )
 
 
 def _origa(root: Path) -> Iterator[FundusCase]:
@@ -220,7 +235,9 @@ def _origa(root: Path) -> Iterator[FundusCase]:
             yield FundusCase(f"origa_{image.stem}", image, lambda m=mat, i=image: label(m, i))
 
 
-def _labelme_nested(json_path: Path, image: Path, disc_names: tuple[str, ...], cup_names: tuple[str, ...]) -> np.ndarray:
+def _labelme_nested(
+    json_path: Path, image: Path, disc_names: tuple[str, ...], cup_names: tuple[str, ...]
+) -> np.ndarray:
     shapes = json.loads(json_path.read_text())["shapes"]
     size = _image_shape(image)
     disc = np.zeros(size, np.uint8)
@@ -238,8 +255,9 @@ def _g1020(root: Path) -> Iterator[FundusCase]:
     for image in _find(_require(root / "Images", "Images/"), ("*.jpg",)):
         annotation = image.with_suffix(".json")
         if annotation.exists():
-            yield FundusCase(f"g1020_{image.stem}", image,
-                             lambda a=annotation, i=image: _labelme_nested(a, i, ("disc",), ("cup",)))
+            yield FundusCase(
+                f"g1020_{image.stem}", image, lambda a=annotation, i=image: _labelme_nested(a, i, ("disc",), ("cup",))
+            )
 
 
 def _grape(root: Path) -> Iterator[FundusCase]:
@@ -247,8 +265,9 @@ def _grape(root: Path) -> Iterator[FundusCase]:
     for image in _find(_require(root / "ROI images", "ROI images/"), ("*.jpg",)):
         annotation = root / "json" / f"{image.stem}.json"
         if annotation.exists():
-            yield FundusCase(f"grape_{image.stem}", image,
-                             lambda a=annotation, i=image: _labelme_nested(a, i, ("OD",), ("OC",)))
+            yield FundusCase(
+                f"grape_{image.stem}", image, lambda a=annotation, i=image: _labelme_nested(a, i, ("OD",), ("OC",))
+            )
 
 
 def _papila(root: Path) -> Iterator[FundusCase]:
@@ -263,7 +282,8 @@ def _papila(root: Path) -> Iterator[FundusCase]:
         disc, cup = Path(f"{base}_disc_exp1.txt"), Path(f"{base}_cup_exp1.txt")
         if disc.exists() and cup.exists():
             yield FundusCase(
-                f"papila_{image.stem}", image,
+                f"papila_{image.stem}",
+                image,
                 lambda d=disc, c=cup, i=image: _nested(contour(d, _image_shape(i)), contour(c, _image_shape(i))),
             )
 
@@ -383,8 +403,13 @@ def _convert(case: FundusCase, out: Path, dataset: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m common.data.fundus", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", action="append", required=True, metavar="NAME=FOLDER",
-                        help=f"repeatable; NAME in: {', '.join(FUNDUS_DATASETS)}")
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        required=True,
+        metavar="NAME=FOLDER",
+        help=f"repeatable; NAME in: {', '.join(FUNDUS_DATASETS)}",
+    )
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--task", choices=sorted(TASK_LABELS), default="vessel")
     parser.add_argument("--test_fraction", type=float, default=0.25)
@@ -392,7 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     sources = dict(item.split("=", 1) for item in args.dataset)
-    path = prepare_fundus_datalist(sources, args.output_dir, args.task, args.test_fraction, args.val_fraction, args.seed)
+    path = prepare_fundus_datalist(
+        sources, args.output_dir, args.task, args.test_fraction, args.val_fraction, args.seed
+    )
     counts = {k: len(v) for k, v in json.loads(path.read_text()).items() if isinstance(v, list)}
     print(f"wrote {path}: {counts}")
     return 0

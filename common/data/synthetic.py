@@ -32,9 +32,7 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], scale: int) 
     return fine
 
 
-def make_synthetic_case(
-    shape: tuple[int, ...], num_classes: int = 1, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
+def make_synthetic_case(shape: tuple[int, ...], num_classes: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """One image (float32 in 0-1) and its label map (uint8, 0 = background) of ``shape`` (2D or 3D)."""
     if num_classes not in (1, 2, 3):
         raise ValueError(f"num_classes must be 1, 2 or 3, got {num_classes}")

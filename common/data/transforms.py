@@ -105,7 +105,9 @@ class SaveOverlayd(MapTransform):
         stem = Path(str(source)).name.split(".")[0]
         for key in self.key_iterator(d):
             label = None if self.label_key is None else np.asarray(torch.as_tensor(d[self.label_key]).cpu())
-            picture = overlay_masks(np.asarray(torch.as_tensor(image).cpu()), np.asarray(torch.as_tensor(d[key]).cpu()), label)
+            picture = overlay_masks(
+                np.asarray(torch.as_tensor(image).cpu()), np.asarray(torch.as_tensor(d[key]).cpu()), label
+            )
             if self.reverse_indexing:
                 picture = picture.transpose(1, 0, 2)
             self.output_dir.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,8 @@ class EncoderSkipFusion(nn.Module):
         self._captured: dict[int, torch.Tensor] = {}
         # hooks hold no reference to this module's parameters, only to the capture dict
         self._handles = [
-            sam.get_submodule(name).register_forward_hook(self._capture_hook(i)) for i, (name, _, _) in enumerate(self.taps)
+            sam.get_submodule(name).register_forward_hook(self._capture_hook(i))
+            for i, (name, _, _) in enumerate(self.taps)
         ]
 
     def _capture_hook(self, index: int):

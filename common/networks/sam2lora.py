@@ -75,10 +75,16 @@ class Sam2LoraNet(SamSegmentationNet):
         if multiscale_fusion and self.spec.family == "sam2":
             multiscale_fusion = False  # SAM2's decoder already receives its stride-4 and stride-8 features
         elif multiscale_fusion and taps is None:
-            raise ValueError(f"no multi-scale encoder stages are known for {self.spec.name}; set multiscale_fusion=False")
+            raise ValueError(
+                f"no multi-scale encoder stages are known for {self.spec.name}; set multiscale_fusion=False"
+            )
         decoder_dim = mask_decoder_of(self.sam).transformer_dim
-        self.skip_fusion = EncoderSkipFusion(self.sam, taps, decoder_dim, self.input_size) if multiscale_fusion else None
-        self.parameter_report = configure_trainable(self, {"skip_fusion": ["skip_fusion"]} if self.skip_fusion else None)
+        self.skip_fusion = (
+            EncoderSkipFusion(self.sam, taps, decoder_dim, self.input_size) if multiscale_fusion else None
+        )
+        self.parameter_report = configure_trainable(
+            self, {"skip_fusion": ["skip_fusion"]} if self.skip_fusion else None
+        )
 
     def decode(
         self, features: ImageFeatures, sparse: torch.Tensor, dense: torch.Tensor

@@ -56,7 +56,8 @@ class SamSegmentationNet(nn.Module):
         self.input_size = self.spec.input_size
         self.keep_aspect_ratio = self.spec.keep_aspect_ratio if keep_aspect_ratio is None else keep_aspect_ratio
         if not 1 <= num_outputs <= 3:
-            raise ValueError(f"num_outputs must be 1, 2 or 3 (SAM has one single-mask and three multimask tokens)")
+            # SAM's decoder has one single-mask token and three multimask tokens
+            raise ValueError(f"num_outputs must be 1, 2 or 3, got {num_outputs}")
         self.num_outputs = num_outputs
         # non-persistent: they are facts of the backbone, not weights to save
         self.register_buffer("pixel_mean", torch.tensor(self.spec.pixel_mean).view(1, 3, 1, 1), persistent=False)

@@ -179,7 +179,7 @@ def test_evaluate_writes_metrics_and_predictions(trained_bundle):
     assert all(
         0.0 <= float(metrics[m]) <= 1.0 for m in ("val_mean_dice", "val_auc", "val_sensitivity", "val_specificity")
     )
-    for detail in ("val_mean_dice", "val_hd95"):  # per-image values and their summary
+    for detail in ("val_mean_dice", "val_sensitivity", "val_specificity", "val_hd95"):  # per image + summary
         raw = (out / f"{detail}_raw.csv").read_text().splitlines()
         assert len(raw) == 1 + 2  # header + one row per test image
         assert (out / f"{detail}_summary.csv").is_file()

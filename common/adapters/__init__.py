@@ -10,8 +10,17 @@ Typical use::
     save_adapter_checkpoint(sam, "models/model.pt")
 """
 
-from .config import AdapterConfig, LoraConfig
-from .inject import adapter_layers, inject_adapters, merge_adapters, merge_and_unload, name_matches, unmerge_adapters
+from .config import AdapterConfig, ConvLoraConfig, LoraConfig
+from .conv_lora import ConvLoraLinear, coefficient_of_variation_squared
+from .inject import (
+    adapter_layers,
+    auxiliary_loss,
+    inject_adapters,
+    merge_adapters,
+    merge_and_unload,
+    name_matches,
+    unmerge_adapters,
+)
 from .layer import AdapterLayer
 from .lora import LoraLinear
 from .state import (
@@ -27,11 +36,15 @@ __all__ = [
     "AdapterConfig",
     "AdapterLayer",
     "AdapterStateView",
+    "ConvLoraConfig",
+    "ConvLoraLinear",
     "LoraConfig",
     "LoraLinear",
     "ParameterReport",
     "adapter_layers",
     "adapter_state_dict",
+    "auxiliary_loss",
+    "coefficient_of_variation_squared",
     "configure_trainable",
     "inject_adapters",
     "load_adapter_checkpoint",

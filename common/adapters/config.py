@@ -14,7 +14,7 @@ from torch import nn
 if TYPE_CHECKING:
     from .layer import AdapterLayer
 
-__all__ = ["AdapterConfig", "LoraConfig"]
+__all__ = ["AdapterConfig", "ConvLoraConfig", "LoraConfig"]
 
 
 @dataclass
@@ -63,3 +63,41 @@ class LoraConfig(AdapterConfig):
         from .lora import LoraLinear
 
         return LoraLinear(base_layer, rank=self.rank, alpha=self.alpha, dropout=self.dropout)
+
+
+@dataclass
+class ConvLoraConfig(AdapterConfig):
+    """Conv-LoRA (Zhong et al., ICLR 2024): LoRA with a mixture of convolutional experts in the bottleneck.
+
+    Attributes:
+        rank, alpha, dropout: LoRA hyper-parameters (paper: rank 3, alpha 32).
+        expert_scales: resize factor of each expert; E = len(expert_scales) (paper: 1..8).
+        scale_by_gate: scale the chosen expert by its gate probability (False: reference behaviour).
+        balance_weight: weight of each layer's load-balancing loss (paper: 0.01).
+    """
+
+    rank: int = 3
+    alpha: float = 32.0
+    dropout: float = 0.0
+    expert_scales: tuple[float, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
+    scale_by_gate: bool = False
+    balance_weight: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ValueError(f"Conv-LoRA rank must be >= 1, got {self.rank}")
+        if not self.expert_scales:
+            raise ValueError("Conv-LoRA needs at least one expert scale")
+
+    def create_layer(self, base_layer: nn.Module) -> AdapterLayer:
+        from .conv_lora import ConvLoraLinear
+
+        return ConvLoraLinear(
+            base_layer,
+            rank=self.rank,
+            alpha=self.alpha,
+            dropout=self.dropout,
+            expert_scales=tuple(self.expert_scales),
+            scale_by_gate=self.scale_by_gate,
+            balance_weight=self.balance_weight,
+        )

@@ -6,6 +6,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 
+import torch
 from torch import nn
 
 from .config import AdapterConfig
@@ -107,3 +108,14 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
     for name, layer in list(adapter_layers(model)):
         _set_submodule(model, name, layer.to_base_layer())
     return model
+
+
+def auxiliary_loss(model: nn.Module) -> torch.Tensor:
+    """Sum of the auxiliary losses the adapter layers recorded in their last forward (e.g. Conv-LoRA's balance loss);
+    zero when there are none."""
+    losses = [
+        layer.balance_loss for _, layer in adapter_layers(model) if getattr(layer, "balance_loss", None) is not None
+    ]
+    if not losses:
+        return torch.zeros(())
+    return torch.stack([loss.float() for loss in losses]).sum()

@@ -2,5 +2,15 @@
 
 from .composite import CompositeSegmentationLoss, soft_iou
 from .focal_tversky import FocalTverskyLoss
+from .mask_classification import MaskClassificationLoss
+from .structure import StructureLoss
+from .with_auxiliary import WithAuxiliaryLoss
 
-__all__ = ["CompositeSegmentationLoss", "FocalTverskyLoss", "soft_iou"]
+__all__ = [
+    "CompositeSegmentationLoss",
+    "FocalTverskyLoss",
+    "MaskClassificationLoss",
+    "StructureLoss",
+    "WithAuxiliaryLoss",
+    "soft_iou",
+]

@@ -1,0 +1,149 @@
+"""Conv-LoRA network: Conv-LoRA in the image encoder, a trainable prompt-free mask decoder, binary or multi-class."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from common.adapters import ConvLoraConfig, auxiliary_loss, configure_trainable, inject_adapters
+from common.backbones import DEFAULT_CHECKPOINT
+from common.backbones.forward import ImageFeatures, mask_decoder_of, prompt_encoder_of, prompt_free_embeddings
+
+from .sam_segmentation_net import SamSegmentationNet
+
+__all__ = ["ConvLoraSamNet", "CONV_LORA_TARGETS"]
+
+#: the fused qkv of every image-encoder block (SAM ViT, LiteMedSAM's TinyViT and SAM2's Hiera all name it so)
+CONV_LORA_TARGETS = [r"image_encoder\..*attn\.qkv"]
+
+
+class ConvLoraSamNet(SamSegmentationNet):
+    """Conv-LoRA SAM (Zhong et al., ICLR 2024) for MONAI, prompt-free.
+
+    * Binary (``num_classes=1``): the decoder's first mask token gives one mask; ``forward`` returns logits
+      ``B×1×H×W``.
+    * Multi-class (``num_classes=K > 1``): ``num_queries`` mask tokens (copies of the pretrained mask token 0) share
+      the first hypernetwork MLP; a class head ``Linear(C → K+1)`` (last = "no object") scores each token. Training
+      matches tokens to ground-truth class masks (``common.losses.MaskClassificationLoss``, which reads
+      ``last_class_logits`` and ``last_mask_logits``); ``forward`` returns the semantic probabilities
+      ``Σ_q softmax(class_q)[:K] · sigmoid(mask_q)`` as ``B×(K+1)×H×W`` with channel 0 = 1 − max over classes
+      ("background"), so ``AsDiscreted(argmax=True)`` yields the label map.
+
+    Trainable: every Conv-LoRA parameter, the whole mask decoder except the IoU head (and the class head and query
+    tokens in the multi-class case); the prompt encoder and the image encoder stay frozen.
+
+    Args:
+        backbone, checkpoint, image_size: see ``SamSegmentationNet`` (paper: SAM ViT-H at 1024).
+        num_classes: K foreground classes.
+        num_queries: mask tokens in the multi-class decoder (default 10).
+        lora_rank, lora_alpha: Conv-LoRA rank and alpha (paper: 3, 32).
+        expert_scales: resize factors of the experts (paper: 1..8).
+        scale_by_gate: scale the chosen expert by its gate probability (False = reference behaviour).
+        balance_weight: weight of each layer's balance loss (paper: 0.01).
+        lora_targets: module-name patterns relative to the backbone (default: every encoder ``attn.qkv``).
+    """
+
+    def __init__(
+        self,
+        backbone: str | nn.Module = "sam_vit_h",
+        checkpoint: str | os.PathLike | None = DEFAULT_CHECKPOINT,
+        num_classes: int = 1,
+        num_queries: int = 10,
+        lora_rank: int = 3,
+        lora_alpha: float = 32.0,
+        expert_scales: Sequence[float] = (1, 2, 3, 4, 5, 6, 7, 8),
+        scale_by_gate: bool = False,
+        balance_weight: float = 0.01,
+        lora_targets: Sequence[str] | None = None,
+        image_size: int | None = None,
+    ) -> None:
+        super().__init__(backbone, checkpoint=checkpoint, image_size=image_size, num_outputs=1)
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.adapted_layers = inject_adapters(
+            self.sam,
+            ConvLoraConfig(
+                rank=lora_rank,
+                alpha=lora_alpha,
+                expert_scales=tuple(expert_scales),
+                scale_by_gate=scale_by_gate,
+                balance_weight=balance_weight,
+                target_modules=list(lora_targets or CONV_LORA_TARGETS),
+            ),
+        )
+        decoder = mask_decoder_of(self.sam)
+        self.decoder_prefix = "sam.sam_mask_decoder" if hasattr(self.sam, "sam_mask_decoder") else "sam.mask_decoder"
+        p = self.decoder_prefix
+        # the decoder parts that shape the mask (SAM2's conv_s0/conv_s1/obj_score_token where present); not the IoU
+        # head, nor the three multimask hypernetworks this prompt-free single-mask decoder never uses
+        extra = {
+            "mask_decoder": [
+                rf"{p}\.(transformer|output_upscaling|mask_tokens|iou_token|obj_score_token|conv_s0|conv_s1)",
+                rf"{p}\.output_hypernetworks_mlps\.0",
+            ]
+        }
+        if num_classes > 1:
+            width = decoder.transformer_dim
+            # queries start as copies of the pretrained single-mask token: each begins as SAM's own mask query
+            self.query_tokens = nn.Parameter(decoder.mask_tokens.weight[:1].detach().clone().repeat(num_queries, 1))
+            self.class_head = nn.Linear(width, num_classes + 1)
+            extra["multiclass_head"] = ["query_tokens", "class_head"]
+        self.parameter_report = configure_trainable(self, extra)
+        self.last_class_logits: torch.Tensor | None = None
+        self.last_mask_logits: torch.Tensor | None = None
+
+    def auxiliary_loss(self) -> torch.Tensor:
+        """Sum of the Conv-LoRA balance losses of the last forward (what the training loss adds)."""
+        return auxiliary_loss(self)
+
+    def _query_decode(
+        self, features: ImageFeatures, sparse: torch.Tensor, dense: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask logits ``B×N×h×w`` and class logits ``B×N×(K+1)`` of the N query tokens."""
+        decoder = mask_decoder_of(self.sam)
+        batch = features.embedding.shape[0]
+        tokens = torch.cat([decoder.iou_token.weight, self.query_tokens], dim=0).unsqueeze(0).expand(batch, -1, -1)
+        tokens = torch.cat([tokens, sparse], dim=1)
+        src = features.embedding + dense
+        pos = prompt_encoder_of(self.sam).get_dense_pe().expand(batch, -1, -1, -1)
+        b, c, h, w = src.shape
+        hidden, src = decoder.transformer(src, pos, tokens)
+        queries = hidden[:, 1 : 1 + self.query_tokens.shape[0]]
+        src = src.transpose(1, 2).reshape(b, c, h, w)
+        if features.high_res:  # SAM2: its stride-4/8 features join the up-sampling path
+            deconv1, norm1, act1, deconv2, act2 = decoder.output_upscaling
+            upscaled = act1(norm1(deconv1(src) + features.high_res[1]))
+            upscaled = act2(deconv2(upscaled) + features.high_res[0])
+        else:
+            upscaled = decoder.output_upscaling(src)
+        hyper = decoder.output_hypernetworks_mlps[0](queries)  # one MLP shared by all queries
+        masks = (hyper @ upscaled.flatten(2)).view(b, -1, *upscaled.shape[-2:])
+        return masks, self.class_head(queries)
+
+    def forward_with_iou(
+        self,
+        image: torch.Tensor,
+        boxes: torch.Tensor | None = None,
+        point_coords: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Binary: logits ``B×1×H×W`` and IoU ``B×1``. Multi-class: probabilities ``B×(K+1)×H×W`` (see the class
+        docstring) and an empty ``B×0`` IoU tensor."""
+        if self.num_classes == 1:
+            return super().forward_with_iou(image, boxes, point_coords, point_labels)
+        if boxes is not None or point_coords is not None:
+            raise ValueError("the multi-class Conv-LoRA decoder is prompt-free")
+        height, width = image.shape[-2:]
+        features = self.encode(self.preprocess(image))
+        masks, classes = self._query_decode(features, *prompt_free_embeddings(self.sam, features))
+        self.last_mask_logits = masks
+        self.last_class_logits = classes
+        semantic = torch.einsum("bqk,bqhw->bkhw", classes.softmax(-1)[..., :-1], masks.sigmoid())
+        semantic = self.postprocess(semantic, height, width).clamp(0, 1)
+        background = 1 - semantic.amax(dim=1, keepdim=True)
+        # no IoU head in the multi-class decoder: the IoU slot of the interface stays empty
+        return torch.cat([background, semantic], dim=1), classes.new_zeros((image.shape[0], 0))

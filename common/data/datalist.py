@@ -57,6 +57,8 @@ def build_datalist(
     test_fraction: float = 0.0,
     seed: int = 0,
     labels: Mapping[str, str] | None = None,
+    relative_to: str | os.PathLike | None = None,
+    skip_unlabelled: bool = False,
 ) -> dict:
     """Pair images with labels by case id and split them into training/validation/testing, case by case.
 
@@ -68,18 +70,26 @@ def build_datalist(
         val_fraction, test_fraction: shares of labelled cases for validation and testing (seeded shuffle).
         seed: shuffle seed, so that the split is reproducible.
         labels: optional ``{"1": "name"}`` map stored in the datalist.
+        relative_to: folder the written paths are relative to (default ``dataset_dir``); use the folder the datalist
+            will be written to when the data itself is read-only or shared.
+        skip_unlabelled: leave out images without a label (e.g. MSD's ``hippocampus_118``) instead of failing.
 
     Raises:
         FileNotFoundError: missing folders or no images. ValueError: an image without a label, or a label without
             an image (a silent mismatch would shrink or corrupt the dataset).
     """
     root = Path(dataset_dir)
+    base = Path(relative_to) if relative_to is not None else root
+
+    def rel(path: Path) -> str:
+        return os.path.relpath(path.resolve(), base.resolve())
+
     images = {case_id(p): p for p in find_images(root / image_dir)}
     if not images:
         raise FileNotFoundError(f"no images in {root / image_dir} (supported: {', '.join(IMAGE_SUFFIXES)})")
     datalist: dict = {"labels": dict(labels or {}), "training": [], "validation": [], "testing": []}
     if label_dir is None:
-        datalist["testing"] = [{"image": str(p.relative_to(root))} for p in images.values()]
+        datalist["testing"] = [{"image": rel(p)} for p in images.values()]
         return datalist
     label_files = {
         case_id(p)[: len(case_id(p)) - len(label_suffix)]: p
@@ -88,6 +98,9 @@ def build_datalist(
     }
     unlabelled = sorted(set(images) - set(label_files))
     orphans = sorted(set(label_files) - set(images))
+    if skip_unlabelled:
+        images = {c: p for c, p in images.items() if c in label_files}
+        unlabelled = []
     if unlabelled or orphans:
         raise ValueError(
             f"images and labels do not pair up in {root}: images without label {unlabelled[:10]}, "
@@ -102,10 +115,7 @@ def build_datalist(
         "training": cases[n_val + n_test :],
     }
     for split, ids in splits.items():
-        datalist[split] = [
-            {"image": str(images[c].relative_to(root)), "label": str(label_files[c].relative_to(root))}
-            for c in sorted(ids)
-        ]
+        datalist[split] = [{"image": rel(images[c]), "label": rel(label_files[c])} for c in sorted(ids)]
     return datalist
 
 

@@ -19,65 +19,21 @@ commonly used for CHASE_DB1); other sets are split by case with a seed. A valida
 from __future__ import annotations
 
 import argparse
-import gzip
-import io
 import json
 import os
-import random
 import re
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .datalist import write_datalist
+from .layouts import LayoutCase, prepare_layout_datalist, read_binary, read_grey
 
-__all__ = ["FUNDUS_DATASETS", "FundusCase", "prepare_fundus_datalist", "field_of_view"]
+__all__ = ["FUNDUS_DATASETS", "prepare_fundus_datalist", "field_of_view"]
 
 TASK_LABELS = {"vessel": {"1": "retinal vessel"}, "disc_cup": {"1": "optic disc", "2": "optic cup"}}
-
-
-@dataclass
-class FundusCase:
-    """One image of a fundus dataset.
-
-    Attributes:
-        case_id: unique within its dataset.
-        image: path of the image file.
-        label: callable returning the canonical label map (uint8, H×W), or None when unlabelled.
-        fov: callable returning the FOV mask (bool, H×W), or None to derive it from the image.
-        split: "training" or "testing" when the release fixes it, else None.
-    """
-
-    case_id: str
-    image: Path
-    label: Callable[[], np.ndarray] | None
-    fov: Callable[[], np.ndarray] | None = None
-    split: str | None = None
-
-
-def _open(path: Path) -> Image.Image:
-    """Open any PIL-readable file, also gzip-compressed (STARE ships ``.ppm.gz``)."""
-    if path.suffix == ".gz":
-        with gzip.open(path) as handle:
-            return Image.open(io.BytesIO(handle.read()))
-    return Image.open(path)
-
-
-def _read(path: Path) -> np.ndarray:
-    return np.asarray(_open(path))
-
-
-def _grey(path: Path) -> np.ndarray:
-    """Annotation as 8-bit grey levels: palette GIFs (DRIVE), 1-bit PNGs (CHASE_DB1) and RGB files alike."""
-    return np.asarray(_open(path).convert("L"))
-
-
-def _binary(path: Path) -> np.ndarray:
-    return (_grey(path) > 127).astype(np.uint8)
 
 
 def field_of_view(image: np.ndarray, threshold: float = 0.1) -> np.ndarray:
@@ -120,7 +76,7 @@ def _image_shape(path: Path) -> tuple[int, int]:
 # --- vessel datasets -------------------------------------------------------------------------------------------
 
 
-def _drive(root: Path) -> Iterator[FundusCase]:
+def _drive(root: Path) -> Iterator[LayoutCase]:
     # training/images/21_training.tif, training/1st_manual/21_manual1.gif, training/mask/21_training_mask.gif;
     # test/ likewise with NN_test (test manual annotations are absent from some distributions)
     for folder, split in (("training", "training"), ("test", "testing")):
@@ -128,26 +84,30 @@ def _drive(root: Path) -> Iterator[FundusCase]:
             number, tag = image.stem.split("_", 1)
             manual = root / folder / "1st_manual" / f"{number}_manual1.gif"
             mask = root / folder / "mask" / f"{number}_{tag}_mask.gif"
-            yield FundusCase(
+            yield LayoutCase(
                 f"drive_{image.stem}",
                 image,
-                (lambda m=manual: _binary(m)) if manual.exists() else None,
-                (lambda m=mask: _binary(m) > 0) if mask.exists() else None,
+                (lambda m=manual: read_binary(m)) if manual.exists() else None,
+                (lambda m=mask: read_binary(m) > 0) if mask.exists() else None,
                 split,
             )
 
 
-def _chase_db1(root: Path) -> Iterator[FundusCase]:
+def _chase_db1(root: Path) -> Iterator[LayoutCase]:
     # Image_01L.jpg with Image_01L_1stHO.png (first observer) and _2ndHO.png; children 01-10 train, 11-14 test
     for image in _find(root, ("Image_*.jpg",)):
         manual = image.with_name(f"{image.stem}_1stHO.png")
         child = int(re.search(r"Image_(\d+)", image.stem).group(1))
-        yield FundusCase(
-            f"chase_{image.stem}", image, lambda m=manual: _binary(m), None, "training" if child <= 10 else "testing"
+        yield LayoutCase(
+            f"chase_{image.stem}",
+            image,
+            lambda m=manual: read_binary(m),
+            None,
+            "training" if child <= 10 else "testing",
         )
 
 
-def _stare(root: Path) -> Iterator[FundusCase]:
+def _stare(root: Path) -> Iterator[LayoutCase]:
     # stare-images/im0001.ppm(.gz) with labels-ah/im0001.ah.ppm(.gz) (Hoover, first observer)
     for image in _find(_require(root / "stare-images", "stare-images/"), ("*.ppm", "*.ppm.gz")):
         stem = image.name.split(".")[0]
@@ -155,38 +115,38 @@ def _stare(root: Path) -> Iterator[FundusCase]:
             p for p in (root / "labels-ah" / f"{stem}.ah.ppm", root / "labels-ah" / f"{stem}.ah.ppm.gz") if p.exists()
         ]
         if manual:
-            yield FundusCase(f"stare_{stem}", image, lambda m=manual[0]: _binary(m))
+            yield LayoutCase(f"stare_{stem}", image, lambda m=manual[0]: read_binary(m))
 
 
-def _hrf(root: Path) -> Iterator[FundusCase]:
+def _hrf(root: Path) -> Iterator[LayoutCase]:
     # images/01_dr.JPG, manual1/01_dr.tif, mask/01_dr_mask.tif
     for image in _find(_require(root / "images", "images/"), ("*.jpg", "*.JPG", "*.jpeg")):
         manual, mask = root / "manual1" / f"{image.stem}.tif", root / "mask" / f"{image.stem}_mask.tif"
         if manual.exists():
-            yield FundusCase(
+            yield LayoutCase(
                 f"hrf_{image.stem}",
                 image,
-                lambda m=manual: _binary(m),
-                (lambda m=mask: _binary(m) > 0) if mask.exists() else None,
+                lambda m=manual: read_binary(m),
+                (lambda m=mask: read_binary(m) > 0) if mask.exists() else None,
             )
 
 
-def _fives(root: Path) -> Iterator[FundusCase]:
+def _fives(root: Path) -> Iterator[LayoutCase]:
     # train/Original/1_A.png with train/Ground truth/1_A.png; test/ likewise
     for folder, split in (("train", "training"), ("test", "testing")):
         for image in _find(root / folder / "Original", ("*.png",)):
             manual = root / folder / "Ground truth" / image.name
             if manual.exists():
-                yield FundusCase(f"fives_{folder}_{image.stem}", image, lambda m=manual: _binary(m), None, split)
+                yield LayoutCase(f"fives_{folder}_{image.stem}", image, lambda m=manual: read_binary(m), None, split)
 
 
 # --- optic disc / cup datasets ---------------------------------------------------------------------------------
 
 
-def _refuge2(root: Path) -> Iterator[FundusCase]:
+def _refuge2(root: Path) -> Iterator[LayoutCase]:
     # {train,val,test}/images/*.jpg with {split}/mask/*.png|bmp: 0 cup, 128 rim, 255 background
     def label(path: Path) -> np.ndarray:
-        grey = _grey(path)
+        grey = read_grey(path)
         return _nested(grey < 200, grey < 64)
 
     for folder, split in (("train", "training"), ("val", "training"), ("test", "testing")):
@@ -197,10 +157,10 @@ def _refuge2(root: Path) -> Iterator[FundusCase]:
                 if p.exists()
             ]
             if masks:
-                yield FundusCase(f"refuge2_{folder}_{image.stem}", image, lambda m=masks[0]: label(m), None, split)
+                yield LayoutCase(f"refuge2_{folder}_{image.stem}", image, lambda m=masks[0]: label(m), None, split)
 
 
-def _drishti_gs(root: Path) -> Iterator[FundusCase]:
+def _drishti_gs(root: Path) -> Iterator[LayoutCase]:
     # Training/Images/drishtiGS_002.png with Training/GT/drishtiGS_002/SoftMap/drishtiGS_002_{OD,cup}segSoftmap.png
     # (soft maps: the share of experts marking the pixel; > 0.5 is the majority)
     for folder, split in (("Training", "training"), ("Test", "testing")):
@@ -208,16 +168,16 @@ def _drishti_gs(root: Path) -> Iterator[FundusCase]:
             soft = root / folder / "GT" / image.stem / "SoftMap"
             disc, cup = soft / f"{image.stem}_ODsegSoftmap.png", soft / f"{image.stem}_cupsegSoftmap.png"
             if disc.exists() and cup.exists():
-                yield FundusCase(
+                yield LayoutCase(
                     f"drishti_{image.stem}",
                     image,
-                    lambda d=disc, c=cup: _nested(_grey(d) > 127, _grey(c) > 127),
+                    lambda d=disc, c=cup: _nested(read_grey(d) > 127, read_grey(c) > 127),
                     None,
                     split,
                 )
 
 
-def _origa(root: Path) -> Iterator[FundusCase]:
+def _origa(root: Path) -> Iterator[LayoutCase]:
     # Images/001.jpg with Semi-automatic-annotations/001.mat ("mask": 1 rim, 2 cup); the mask can be wider and
     # taller than the image: crop it symmetrically in width and from the bottom in height
     from scipy.io import loadmat
@@ -232,7 +192,7 @@ def _origa(root: Path) -> Iterator[FundusCase]:
     for image in _find(_require(root / "Images", "Images/"), ("*.jpg",)):
         mat = root / "Semi-automatic-annotations" / f"{image.stem}.mat"
         if mat.exists():
-            yield FundusCase(f"origa_{image.stem}", image, lambda m=mat, i=image: label(m, i))
+            yield LayoutCase(f"origa_{image.stem}", image, lambda m=mat, i=image: label(m, i))
 
 
 def _labelme_nested(
@@ -250,27 +210,27 @@ def _labelme_nested(
     return _nested(disc, cup)
 
 
-def _g1020(root: Path) -> Iterator[FundusCase]:
+def _g1020(root: Path) -> Iterator[LayoutCase]:
     # Images/image_0.jpg with Images/image_0.json (LabelMe polygons "disc", "cup")
     for image in _find(_require(root / "Images", "Images/"), ("*.jpg",)):
         annotation = image.with_suffix(".json")
         if annotation.exists():
-            yield FundusCase(
+            yield LayoutCase(
                 f"g1020_{image.stem}", image, lambda a=annotation, i=image: _labelme_nested(a, i, ("disc",), ("cup",))
             )
 
 
-def _grape(root: Path) -> Iterator[FundusCase]:
+def _grape(root: Path) -> Iterator[LayoutCase]:
     # "ROI images"/<name>.jpg with json/<name>.json (LabelMe polygons "OD", "OC")
     for image in _find(_require(root / "ROI images", "ROI images/"), ("*.jpg",)):
         annotation = root / "json" / f"{image.stem}.json"
         if annotation.exists():
-            yield FundusCase(
+            yield LayoutCase(
                 f"grape_{image.stem}", image, lambda a=annotation, i=image: _labelme_nested(a, i, ("OD",), ("OC",))
             )
 
 
-def _papila(root: Path) -> Iterator[FundusCase]:
+def _papila(root: Path) -> Iterator[LayoutCase]:
     # FundusImages/RET002OD.jpg with ExpertsSegmentations/Contours/RET002OD_{disc,cup}_exp1.txt ("x y" per line);
     # expert 1 is the reference (expert 2 can serve as the human baseline)
     def contour(path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -281,14 +241,14 @@ def _papila(root: Path) -> Iterator[FundusCase]:
         base = root / "ExpertsSegmentations" / "Contours" / image.stem
         disc, cup = Path(f"{base}_disc_exp1.txt"), Path(f"{base}_cup_exp1.txt")
         if disc.exists() and cup.exists():
-            yield FundusCase(
+            yield LayoutCase(
                 f"papila_{image.stem}",
                 image,
                 lambda d=disc, c=cup, i=image: _nested(contour(d, _image_shape(i)), contour(c, _image_shape(i))),
             )
 
 
-def _image_folder(root: Path) -> Iterator[FundusCase]:
+def _image_folder(root: Path) -> Iterator[LayoutCase]:
     # generic: images/<id>.<ext> with labels/<id>.<ext> holding the canonical label values (0/1 or 0/1/2)
     from .datalist import IMAGE_SUFFIXES, case_id, find_images
 
@@ -296,11 +256,11 @@ def _image_folder(root: Path) -> Iterator[FundusCase]:
     for image in find_images(_require(root / "images", "images/")):
         cid = case_id(image)
         if image.name.lower().endswith(IMAGE_SUFFIXES) and cid in labels:
-            yield FundusCase(f"{root.name}_{cid}", image, lambda m=labels[cid]: _grey(m).astype(np.uint8))
+            yield LayoutCase(f"{root.name}_{cid}", image, lambda m=labels[cid]: read_grey(m).astype(np.uint8))
 
 
 #: dataset name → (task, reader)
-FUNDUS_DATASETS: dict[str, tuple[str, Callable[[Path], Iterator[FundusCase]]]] = {
+FUNDUS_DATASETS: dict[str, tuple[str, Callable[[Path], Iterator[LayoutCase]]]] = {
     "drive": ("vessel", _drive),
     "chase_db1": ("vessel", _chase_db1),
     "stare": ("vessel", _stare),
@@ -324,81 +284,17 @@ def prepare_fundus_datalist(
     val_fraction: float = 0.1,
     seed: int = 0,
 ) -> Path:
-    """Convert the annotations of one or more datasets and write a pooled ``datalist.json``.
+    """Convert the annotations of fundus datasets (names from :data:`FUNDUS_DATASETS`) and write a pooled
+    ``datalist.json`` with labels, FOV masks and splits (see :func:`common.data.layouts.prepare_layout_datalist`).
 
     Args:
-        sources: ``{dataset name: folder}``; names from :data:`FUNDUS_DATASETS` (``image_folder`` is the generic
-            ``images/`` + ``labels/`` fallback; add ``@<suffix>`` to use it twice, e.g. ``image_folder@a``).
-        output_dir: receives ``labels/<dataset>/``, ``fov/<dataset>/`` and ``datalist.json`` (image paths are
-            relative to it).
         task: ``vessel`` or ``disc_cup``; every dataset must annotate that task.
-        test_fraction: share of cases held out for testing in datasets without an official split.
-        val_fraction: share of each dataset's training cases used for validation.
-        seed: seed of the case-level splits.
-
-    Returns:
-        the path of the written ``datalist.json``; entries carry ``image``, ``label``, ``fov`` and ``dataset``.
     """
     if task not in TASK_LABELS:
         raise ValueError(f"task must be one of {sorted(TASK_LABELS)}, got {task!r}")
-    out = Path(output_dir)
-    datalist: dict = {"labels": TASK_LABELS[task], "training": [], "validation": [], "testing": []}
-    for name, folder in sources.items():
-        kind = name.split("@", 1)[0]
-        if kind not in FUNDUS_DATASETS:
-            raise KeyError(f"unknown fundus dataset {kind!r}; known: {', '.join(FUNDUS_DATASETS)}")
-        dataset_task, reader = FUNDUS_DATASETS[kind]
-        if dataset_task not in (task, "any"):
-            raise ValueError(f"{kind} annotates {dataset_task}, not {task}")
-        root = Path(folder)
-        if not root.is_dir():
-            raise FileNotFoundError(f"{kind}: folder not found: {root}")
-        cases = list(reader(root))
-        if not cases:
-            raise FileNotFoundError(f"{kind}: no annotated images found under {root} in its published layout")
-        entries = {"training": [], "testing": []}
-        unsplit = []
-        for case in cases:
-            entry = _convert(case, out, name.replace("@", "_"))
-            if case.split is None:
-                unsplit.append(entry)
-            elif case.split == "testing" or entry.get("label"):
-                entries[case.split].append(entry)
-        random.Random(seed).shuffle(unsplit)
-        n_test = round(len(unsplit) * test_fraction)
-        entries["testing"] += unsplit[:n_test]
-        entries["training"] += unsplit[n_test:]
-        training = sorted(entries["training"], key=lambda e: e["image"])
-        random.Random(seed + 1).shuffle(training)
-        n_val = round(len(training) * val_fraction)
-        datalist["validation"] += sorted(training[:n_val], key=lambda e: e["image"])
-        datalist["training"] += sorted(training[n_val:], key=lambda e: e["image"])
-        datalist["testing"] += sorted(entries["testing"], key=lambda e: e["image"])
-    return write_datalist(datalist, out)
-
-
-def _convert(case: FundusCase, out: Path, dataset: str) -> dict:
-    """Write the canonical label and FOV PNGs of one case; return its datalist entry (paths relative to ``out``)."""
-    entry = {"image": os.path.relpath(case.image.resolve(), out.resolve()), "dataset": dataset}
-    image = None
-    if case.image.suffix == ".gz":  # PIL-based loaders cannot open it: store a PNG copy
-        image = _read(case.image)
-        png = out / "images" / dataset / f"{case.case_id}.png"
-        png.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(png)
-        entry["image"] = str(png.relative_to(out))
-    if case.label is not None:
-        label = case.label()
-        path = out / "labels" / dataset / f"{case.case_id}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(label.astype(np.uint8)).save(path)
-        entry["label"] = str(path.relative_to(out))
-    fov = case.fov() if case.fov is not None else field_of_view(image if image is not None else _read(case.image))
-    path = out / "fov" / dataset / f"{case.case_id}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(fov.astype(np.uint8)).save(path)
-    entry["fov"] = str(path.relative_to(out))
-    return entry
+    return prepare_layout_datalist(
+        sources, output_dir, FUNDUS_DATASETS, task, TASK_LABELS[task], test_fraction, val_fraction, seed, field_of_view
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

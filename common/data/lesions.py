@@ -1,0 +1,114 @@
+"""Datalists for public polyp and skin-lesion datasets in their published folder layouts (binary lesion masks).
+
+    python -m common.data.lesions --output_dir data/polyps --dataset kvasir_seg=/data/Kvasir-SEG \\
+        --dataset cvc_clinicdb=/data/CVC-ClinicDB
+    python -m common.data.lesions --output_dir data/isic2017 --dataset isic2017=/data/ISIC2017
+
+Labels are written as canonical PNGs (0 background, 1 lesion) under ``output_dir``; images are referenced in place.
+ISIC 2017 keeps its official training / validation / test parts (validation joins training, from which the
+validation share is drawn); Kvasir-SEG and CVC-ClinicDB have no official split and are split by case with a seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from .layouts import LayoutCase, prepare_layout_datalist, read_binary
+
+__all__ = ["LESION_DATASETS", "prepare_lesion_datalist"]
+
+LABELS = {"1": "lesion"}
+
+
+def _kvasir_seg(root: Path) -> Iterator[LayoutCase]:
+    # images/<id>.jpg with masks/<id>.jpg (JPEG masks: threshold at mid-grey)
+    for image in sorted((root / "images").glob("*.jpg")):
+        mask = root / "masks" / image.name
+        if mask.exists():
+            yield LayoutCase(f"kvasir_{image.stem}", image, lambda m=mask: read_binary(m))
+
+
+def _cvc_clinicdb(root: Path) -> Iterator[LayoutCase]:
+    # Original/<n>.tif with "Ground Truth"/<n>.tif (the PNG re-release: PNG/Original, PNG/Ground Truth)
+    for base in (root, root / "PNG", root / "TIF"):
+        images = sorted(p for p in (base / "Original").glob("*") if p.suffix.lower() in (".tif", ".tiff", ".png"))
+        for image in images:
+            mask = base / "Ground Truth" / image.name
+            if mask.exists():
+                yield LayoutCase(f"cvc_{image.stem}", image, lambda m=mask: read_binary(m))
+        if images:
+            return
+
+
+def _isic2017(root: Path) -> Iterator[LayoutCase]:
+    # ISIC-2017_<Part>_Data/ISIC_0000000.jpg with ISIC-2017_<Part>_Part1_GroundTruth/ISIC_0000000_segmentation.png
+    for part, split in (("Training", "training"), ("Validation", "training"), ("Test_v2", "testing")):
+        data = root / f"ISIC-2017_{part}_Data"
+        truth = root / f"ISIC-2017_{part}_Part1_GroundTruth"
+        for image in sorted(data.glob("ISIC_*.jpg")):  # the *_superpixels.png files are not images to segment
+            mask = truth / f"{image.stem}_segmentation.png"
+            if mask.exists():
+                yield LayoutCase(f"isic_{image.stem}", image, lambda m=mask: read_binary(m), None, split)
+
+
+def _image_folder(root: Path) -> Iterator[LayoutCase]:
+    # generic: images/<id>.<ext> with masks/<id>.<ext> (white lesion on black), e.g. PraNet's polyp benchmark folders
+    from .datalist import case_id, find_images
+
+    masks = {case_id(p): p for p in find_images(root / "masks")}
+    for image in find_images(root / "images"):
+        if case_id(image) in masks:
+            yield LayoutCase(f"{root.name}_{case_id(image)}", image, lambda m=masks[case_id(image)]: read_binary(m))
+
+
+#: dataset name → (task, reader)
+LESION_DATASETS = {
+    "kvasir_seg": ("lesion", _kvasir_seg),
+    "cvc_clinicdb": ("lesion", _cvc_clinicdb),
+    "isic2017": ("lesion", _isic2017),
+    "image_folder": ("lesion", _image_folder),
+}
+
+
+def prepare_lesion_datalist(
+    sources: dict[str, str | os.PathLike],
+    output_dir: str | os.PathLike,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> Path:
+    """Convert the masks of lesion datasets (names from :data:`LESION_DATASETS`) and write a pooled
+    ``datalist.json`` (see :func:`common.data.layouts.prepare_layout_datalist`)."""
+    return prepare_layout_datalist(
+        sources, output_dir, LESION_DATASETS, "lesion", LABELS, test_fraction, val_fraction, seed, field_of_view=None
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m common.data.lesions", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        required=True,
+        metavar="NAME=FOLDER",
+        help=f"repeatable; NAME in: {', '.join(LESION_DATASETS)}",
+    )
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--test_fraction", type=float, default=0.2)
+    parser.add_argument("--val_fraction", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    sources = dict(item.split("=", 1) for item in args.dataset)
+    path = prepare_lesion_datalist(sources, args.output_dir, args.test_fraction, args.val_fraction, args.seed)
+    counts = {k: len(v) for k, v in json.loads(path.read_text()).items() if isinstance(v, list)}
+    print(f"wrote {path}: {counts}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

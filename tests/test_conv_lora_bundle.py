@@ -1,0 +1,136 @@
+"""Conv-LoRA bundle: files, metadata, and train → evaluate → infer via ConfigWorkflow, binary (2D) and multi-class
+(3D volumes by slice sampling)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+from monai.bundle import ConfigWorkflow, verify_metadata
+from PIL import Image
+
+from common.backbones import OFFICIAL_CHECKPOINTS
+from common.data import make_synthetic_dataset
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = REPO_ROOT / "bundles" / "conv_lora_sam_segmentation"
+SCHEMA = REPO_ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
+
+
+def _workflow(configs, files, workflow_type, **override):
+    return ConfigWorkflow(
+        config_file=[str(configs / f) for f in files],
+        meta_file=str(configs / "metadata.json"),
+        logging_file=str(configs / "logging.conf"),
+        workflow_type=workflow_type,
+        **override,
+    )
+
+
+def _run(workflow):
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    workflow.run()
+    workflow.finalize()
+    return workflow
+
+
+def test_bundle_files_metadata_and_large_files():
+    for name in (
+        "metadata.json",
+        "train.json",
+        "evaluate.json",
+        "inference.json",
+        "multi_gpu_train.json",
+        "logging.conf",
+        "multiclass.json",
+        "multiclass_inference.json",
+    ):
+        assert (BUNDLE / "configs" / name).is_file(), name
+    for name in ("LICENSE", "large_files.yml", "docs/README.md"):
+        assert (BUNDLE / name).is_file(), name
+    if SCHEMA.is_file():
+        verify_metadata(meta_file=str(BUNDLE / "configs" / "metadata.json"), filepath=str(SCHEMA))
+    entry = yaml.safe_load((BUNDLE / "large_files.yml").read_text())["large_files"][0]
+    official = OFFICIAL_CHECKPOINTS["sam_vit_h"]
+    assert (entry["url"], entry["hash_val"]) == (official.url, official.sha256)
+
+
+@pytest.fixture
+def bundle_copy(tmp_path):
+    root = tmp_path / "bundle"
+    shutil.copytree(BUNDLE, root)
+    cwd = os.getcwd()
+    os.chdir(root)  # bundle_root stays "."
+    yield root
+    os.chdir(cwd)
+
+
+def test_binary_train_evaluate_infer(bundle_copy, tmp_path):
+    data = tmp_path / "data"
+    make_synthetic_dataset(data, spatial_dims=2, num_classes=1, num_train=4, num_val=2, num_test=2)
+    configs = bundle_copy / "configs"
+    overrides = {"backbone": "sam_vit_test", "dataset_dir": str(data)}
+    train = _workflow(configs, ["train.json"], "train", **overrides, **{"train#trainer#max_epochs": 1})
+    train.initialize()
+    assert train.check_properties() == []
+    net = train.parser.get_parsed_content("network")
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    train.run()
+    train.finalize()
+    changed = {k for k, v in net.state_dict().items() if not torch.equal(before[k], v)}
+    assert any(".lora_B" in k for k in changed) and any("mask_decoder.transformer" in k for k in changed)
+    assert not any("iou_prediction_head" in k or "prompt_encoder" in k for k in changed)
+    checkpoint = torch.load(bundle_copy / "models" / "model.pt", weights_only=True)
+    assert any(".experts." in k for k in checkpoint) and not any(k.endswith("qkv.weight") for k in checkpoint)
+
+    _run(_workflow(configs, ["train.json", "evaluate.json"], "train", **overrides))
+    metrics = dict(line.split(",") for line in (bundle_copy / "eval" / "metrics.csv").read_text().splitlines())
+    assert set(metrics) == {"val_mean_dice", "val_mean_iou", "val_hd95"}
+    assert len((bundle_copy / "eval" / "val_mean_dice_raw.csv").read_text().splitlines()) == 1 + 2
+    assert len(list((bundle_copy / "eval" / "predictions").glob("*_seg.png"))) == 2
+
+    out = tmp_path / "infer"
+    _run(_workflow(configs, ["inference.json"], "infer", **overrides, output_dir=str(out)))
+    masks = sorted(out.glob("*_seg.png"))
+    assert len(masks) == 2
+    source = data / "images" / masks[0].name.replace("_seg", "")
+    assert Image.open(masks[0]).size == Image.open(source).size
+
+
+def test_multiclass_3d_train_evaluate_infer(bundle_copy, tmp_path):
+    data = tmp_path / "data"
+    make_synthetic_dataset(data, spatial_dims=3, num_classes=2, num_train=3, num_val=1, num_test=2, shape=(40, 48, 12))
+    configs = bundle_copy / "configs"
+    overrides = {"backbone": "sam_vit_test", "dataset_dir": str(data)}
+    train = _run(
+        _workflow(configs, ["train.json", "multiclass.json"], "train", **overrides, **{"train#trainer#max_epochs": 1})
+    )
+    net = train.parser.get_parsed_content("network")
+    assert net.num_classes == 2 and net.parameter_report.groups["multiclass_head"] > 0
+    assert (bundle_copy / "models" / "model.pt").is_file()
+
+    _run(_workflow(configs, ["train.json", "evaluate.json", "multiclass.json"], "train", **overrides))
+    eval_dir = bundle_copy / "eval"
+    raw = (eval_dir / "val_mean_dice_raw.csv").read_text().splitlines()
+    assert raw[0].split(",")[1:] == ["class0", "class1", "mean"] and len(raw) == 1 + 2  # per class, per volume
+    prediction = sorted((eval_dir / "predictions").glob("*_seg.nii.gz"))
+    assert len(prediction) == 2
+
+    out = tmp_path / "infer"
+    _run(_workflow(configs, ["inference.json", "multiclass_inference.json"], "infer", **overrides, output_dir=str(out)))
+    volumes = sorted(out.glob("*_seg.nii.gz"))
+    assert len(volumes) == 2
+    for volume in volumes:
+        source = nib.load(data / "images" / volume.name.replace("_seg", ""))
+        result = nib.load(volume)
+        assert result.shape == source.shape  # geometry restored (Invertd)
+        assert np.allclose(result.affine, source.affine, atol=1e-5)
+        assert set(np.unique(np.asarray(result.dataobj))) <= {0, 1, 2}

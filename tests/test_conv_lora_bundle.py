@@ -134,3 +134,48 @@ def test_multiclass_3d_train_evaluate_infer(bundle_copy, tmp_path):
         assert result.shape == source.shape  # geometry restored (Invertd)
         assert np.allclose(result.affine, source.affine, atol=1e-5)
         assert set(np.unique(np.asarray(result.dataobj))) <= {0, 1, 2}
+
+
+@pytest.mark.slow
+def test_litemedsam_multiclass_path_on_real_hippocampus(shared_data, bundle_copy, tmp_path):
+    # the real multi-class path on CPU: case-level datalist of the MSD volumes, LiteMedSAM's real weights, two
+    # training iterations on sampled slices, volumetric evaluation of two test volumes with per-class Dice
+    from common.data import build_datalist, write_datalist
+
+    data = tmp_path / "hippocampus"
+    datalist = build_datalist(
+        shared_data / "msd_hippocampus",
+        "images",
+        "labels",
+        val_fraction=0.008,
+        test_fraction=0.2,
+        seed=0,
+        relative_to=data,
+        skip_unlabelled=True,
+    )
+    assert len(datalist["training"]) + len(datalist["validation"]) + len(datalist["testing"]) == 260
+    datalist["testing"] = datalist["testing"][:2]
+    write_datalist(datalist, data)
+    configs = bundle_copy / "configs"
+    overrides = {
+        "backbone": "litemedsam",
+        "dataset_dir": str(data),
+        "num_workers": 0,
+        "batch_size": 1,
+        "samples_per_volume": 2,
+    }
+    _run(
+        _workflow(
+            configs,
+            ["train.json", "multiclass.json"],
+            "train",
+            **overrides,
+            **{"train#trainer#max_epochs": 1, "train#trainer#epoch_length": 2},
+        )
+    )
+    _run(_workflow(configs, ["train.json", "evaluate.json", "multiclass.json"], "train", **overrides))
+    raw = (bundle_copy / "eval" / "val_mean_dice_raw.csv").read_text().splitlines()
+    assert len(raw) == 1 + 2 and raw[0].endswith("class0,class1,mean")
+    prediction = sorted((bundle_copy / "eval" / "predictions").glob("*_seg.nii.gz"))[0]
+    source = shared_data / "msd_hippocampus" / "images" / prediction.name.replace("_seg", "")
+    assert nib.load(prediction).shape == nib.load(source).shape

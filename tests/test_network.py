@@ -164,3 +164,25 @@ def test_full_size_sam2_forward_at_native_resolution():
     with torch.no_grad():
         out = net(torch.rand(1, 3, 300, 400))
     assert out.shape == (1, 1, 300, 400) and torch.isfinite(out).all()
+
+
+def test_frozen_batchnorm_statistics_do_not_drift_in_training_mode():
+    # LiteMedSAM's TinyViT has BatchNorm layers; with the backbone frozen their running statistics must not change,
+    # or the trained network and the one restored from an adapter checkpoint differ
+    net = SamSegmentationNet("litemedsam", checkpoint=None)
+    for param in net.parameters():
+        param.requires_grad_(False)
+    net.train()
+    before = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+    assert before
+    net(torch.rand(2, 3, 64, 64) * 3)
+    after = net.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+    # a BatchNorm that is itself trained keeps normal training behaviour
+    bn = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.weight.requires_grad_(True)
+    net.train()
+    assert (
+        bn.training
+        and not next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d) and m is not bn).training
+    )

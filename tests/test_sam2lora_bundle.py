@@ -274,7 +274,23 @@ def test_litemedsam_path_on_real_chase_db1(shared_data, tmp_path):
     net = train.parser.get_parsed_content("network")
     assert net.skip_fusion is not None
     train.run()
+    best = train.parser.get_parsed_content("validate#evaluator").state.best_metric
     train.finalize()
+    # the checkpoint alone reproduces the trained network: evaluating the validation split from it gives the same
+    # Dice as the validation during training (frozen BatchNorm statistics must not drift while training)
+    check = _workflow(
+        ["train.json", "evaluate.json"],
+        "train",
+        **overrides,
+        output_dir=str(tmp_path / "check"),
+        **{"validate#dataset#data": "$common.data.load_datalist(@dataset_dir, 'validation')"},
+    )
+    check.initialize()
+    check.run()
+    assert check.parser.get_parsed_content("validate#evaluator").state.metrics["val_mean_dice"] == pytest.approx(
+        best, abs=1e-4
+    )
+    check.finalize()
     checkpoint = torch.load(bundle_root / "models" / "model.pt", weights_only=True)
     assert any(k.startswith("skip_fusion.") for k in checkpoint) and any(".lora_B" in k for k in checkpoint)
     evaluate = _workflow(["train.json", "evaluate.json"], "train", **overrides)

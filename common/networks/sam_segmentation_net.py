@@ -64,6 +64,22 @@ class SamSegmentationNet(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(self.spec.pixel_std).view(1, 3, 1, 1), persistent=False)
         self.last_iou_prediction: torch.Tensor | None = None
 
+    def train(self, mode: bool = True) -> SamSegmentationNet:
+        """Set train/eval mode, but keep frozen normalisation layers with running statistics in eval mode.
+
+        A frozen backbone's BatchNorm statistics (LiteMedSAM's TinyViT has them) would otherwise drift with every
+        training batch although no weight of theirs is trained; adapter checkpoints do not hold them, so the trained
+        network and the one restored from its checkpoint would differ.
+        """
+        super().train(mode)
+        if mode:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                    p.requires_grad for p in module.parameters(recurse=False)
+                ):
+                    module.eval()
+        return self
+
     def _resized_shape(self, height: int, width: int) -> tuple[int, int]:
         if not self.keep_aspect_ratio:
             return self.input_size, self.input_size

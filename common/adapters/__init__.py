@@ -10,7 +10,7 @@ Typical use::
     save_adapter_checkpoint(sam, "models/model.pt")
 """
 
-from .config import AdapterConfig, ConvLoraConfig, LoraConfig
+from .config import AdapterConfig, ConvLoraConfig, LoraConfig, SvdConfig
 from .conv_lora import ConvLoraLinear, coefficient_of_variation_squared
 from .inject import (
     adapter_layers,
@@ -30,6 +30,7 @@ from .state import (
     load_adapter_state_dict,
     save_adapter_checkpoint,
 )
+from .svd import SvdLayer
 from .trainable import ParameterReport, configure_trainable, param_matches, parameter_report
 
 __all__ = [
@@ -41,6 +42,8 @@ __all__ = [
     "LoraConfig",
     "LoraLinear",
     "ParameterReport",
+    "SvdConfig",
+    "SvdLayer",
     "adapter_layers",
     "adapter_state_dict",
     "auxiliary_loss",

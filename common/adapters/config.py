@@ -14,7 +14,7 @@ from torch import nn
 if TYPE_CHECKING:
     from .layer import AdapterLayer
 
-__all__ = ["AdapterConfig", "ConvLoraConfig", "LoraConfig"]
+__all__ = ["AdapterConfig", "ConvLoraConfig", "LoraConfig", "SvdConfig"]
 
 
 @dataclass
@@ -101,3 +101,20 @@ class ConvLoraConfig(AdapterConfig):
             scale_by_gate=self.scale_by_gate,
             balance_weight=self.balance_weight,
         )
+
+
+@dataclass
+class SvdConfig(AdapterConfig):
+    """Singular-value tuning (S-SAM): a trainable scale and shift per singular value of each targeted weight.
+
+    Attributes:
+        regularization_weight: weight of ``‖1 − scale‖₁ + ‖shift‖₁`` (S-SAM: 0).
+    """
+
+    regularization_weight: float = 0.0
+    supported_types: tuple[type[nn.Module], ...] = field(default=(nn.Linear, nn.Conv2d), init=False, repr=False)
+
+    def create_layer(self, base_layer: nn.Module) -> AdapterLayer:
+        from .svd import SvdLayer
+
+        return SvdLayer(base_layer, regularization_weight=self.regularization_weight)

@@ -88,6 +88,10 @@ class ConvLoraLinear(AdapterLayer):
     def num_experts(self) -> int:
         return len(self.expert_scales)
 
+    def auxiliary_loss(self) -> torch.Tensor | None:
+        """The balance loss of the last forward (zero outside training)."""
+        return self.balance_loss
+
     def merged_weight(self) -> torch.Tensor:
         raise NotImplementedError(
             "Conv-LoRA cannot be merged: its experts are non-linear convolutions on the token grid. Keep the layer, "

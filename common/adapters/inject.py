@@ -111,11 +111,9 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
 
 
 def auxiliary_loss(model: nn.Module) -> torch.Tensor:
-    """Sum of the auxiliary losses the adapter layers recorded in their last forward (e.g. Conv-LoRA's balance loss);
+    """Sum of the adapter layers' auxiliary losses (Conv-LoRA's balance loss of the last forward, SVD's regulariser);
     zero when there are none."""
-    losses = [
-        layer.balance_loss for _, layer in adapter_layers(model) if getattr(layer, "balance_loss", None) is not None
-    ]
+    losses = [loss for _, layer in adapter_layers(model) if (loss := layer.auxiliary_loss()) is not None]
     if not losses:
         return torch.zeros(())
     return torch.stack([loss.float() for loss in losses]).sum()

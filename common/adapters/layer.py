@@ -63,6 +63,11 @@ class AdapterLayer(nn.Module, ABC):
     def adapter_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The layer output with the adapter active and not merged."""
 
+    def auxiliary_loss(self) -> torch.Tensor | None:
+        """A loss term this layer recorded or defines (Conv-LoRA's balance loss, SVD's regulariser), or None.
+        ``common.adapters.auxiliary_loss(model)`` sums them for the training loss."""
+        return None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
             return self.base_forward(x)

@@ -179,3 +179,29 @@ def test_litemedsam_multiclass_path_on_real_hippocampus(shared_data, bundle_copy
     prediction = sorted((bundle_copy / "eval" / "predictions").glob("*_seg.nii.gz"))[0]
     source = shared_data / "msd_hippocampus" / "images" / prediction.name.replace("_seg", "")
     assert nib.load(prediction).shape == nib.load(source).shape
+
+
+def test_multiclass_2d_train_and_evaluate(bundle_copy, tmp_path):
+    data = tmp_path / "data"
+    make_synthetic_dataset(data, spatial_dims=2, num_classes=2, num_train=4, num_val=2, num_test=2)
+    configs = bundle_copy / "configs"
+    overrides = {"backbone": "sam_vit_test", "dataset_dir": str(data)}
+    _run(
+        _workflow(
+            configs, ["train.json", "multiclass_2d.json"], "train", **overrides, **{"train#trainer#max_epochs": 1}
+        )
+    )
+    _run(_workflow(configs, ["train.json", "evaluate.json", "multiclass_2d.json"], "train", **overrides))
+    raw = (bundle_copy / "eval" / "val_mean_dice_raw.csv").read_text().splitlines()
+    assert raw[0].split(",")[1:] == ["class0", "class1", "mean"] and len(raw) == 1 + 2
+    labels = [np.asarray(Image.open(p)) for p in sorted((bundle_copy / "eval" / "predictions").glob("*_seg.png"))]
+    assert len(labels) == 2 and all(set(np.unique(lab)) <= {0, 1, 2} for lab in labels)
+    out = tmp_path / "infer"
+    _run(
+        _workflow(
+            configs, ["inference.json", "multiclass_2d_inference.json"], "infer", **overrides, output_dir=str(out)
+        )
+    )
+    masks = sorted(out.glob("*_seg.png"))
+    assert len(masks) == 2 and all(set(np.unique(np.asarray(Image.open(m)))) <= {0, 1, 2} for m in masks)
+    assert Image.open(masks[0]).size == Image.open(data / "images" / masks[0].name.replace("_seg", "")).size

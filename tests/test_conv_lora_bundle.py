@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from monai.bundle import ConfigWorkflow, verify_metadata
+from bundle_helpers import bundle_workflow
+from monai.bundle import verify_metadata
 from PIL import Image
 
 from common.backbones import OFFICIAL_CHECKPOINTS
@@ -23,14 +24,7 @@ BUNDLE = REPO_ROOT / "bundles" / "conv_lora_sam_segmentation"
 SCHEMA = REPO_ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
 
 
-def _workflow(configs, files, workflow_type, **override):
-    return ConfigWorkflow(
-        config_file=[str(configs / f) for f in files],
-        meta_file=str(configs / "metadata.json"),
-        logging_file=str(configs / "logging.conf"),
-        workflow_type=workflow_type,
-        **override,
-    )
+_workflow = bundle_workflow
 
 
 def _run(workflow):

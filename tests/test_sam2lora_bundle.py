@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from monai.bundle import ConfigWorkflow, verify_metadata
+from bundle_helpers import bundle_workflow
+from monai.bundle import verify_metadata
 from PIL import Image
 
 from common.backbones import OFFICIAL_CHECKPOINTS
@@ -23,13 +24,7 @@ CONFIGS = BUNDLE / "configs"
 
 
 def _workflow(files, workflow_type, configs=CONFIGS, **override):
-    return ConfigWorkflow(
-        config_file=[str(configs / f) for f in files],
-        meta_file=str(configs / "metadata.json"),
-        logging_file=str(configs / "logging.conf"),
-        workflow_type=workflow_type,
-        **override,
-    )
+    return bundle_workflow(configs, files, workflow_type, **override)
 
 
 def test_bundle_file_set():

@@ -18,7 +18,6 @@ commonly used for CHASE_DB1); other sets are split by case with a seed. A valida
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .layouts import LayoutCase, prepare_layout_datalist, read_binary, read_grey
+from .layouts import LayoutCase, layout_parser, prepare_layout_datalist, read_binary, read_grey, report
 
 __all__ = ["FUNDUS_DATASETS", "prepare_fundus_datalist", "field_of_view"]
 
@@ -298,26 +297,17 @@ def prepare_fundus_datalist(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m common.data.fundus", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--dataset",
-        action="append",
-        required=True,
-        metavar="NAME=FOLDER",
-        help=f"repeatable; NAME in: {', '.join(FUNDUS_DATASETS)}",
-    )
-    parser.add_argument("--output_dir", required=True)
+    parser = layout_parser("python -m common.data.fundus", __doc__.split("\n\n")[0], FUNDUS_DATASETS, 0.25)
     parser.add_argument("--task", choices=sorted(TASK_LABELS), default="vessel")
-    parser.add_argument("--test_fraction", type=float, default=0.25)
-    parser.add_argument("--val_fraction", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     sources = dict(item.split("=", 1) for item in args.dataset)
-    path = prepare_fundus_datalist(
-        sources, args.output_dir, args.task, args.test_fraction, args.val_fraction, args.seed
+    print(
+        report(
+            prepare_fundus_datalist(
+                sources, args.output_dir, args.task, args.test_fraction, args.val_fraction, args.seed
+            )
+        )
     )
-    counts = {k: len(v) for k, v in json.loads(path.read_text()).items() if isinstance(v, list)}
-    print(f"wrote {path}: {counts}")
     return 0
 
 

@@ -21,7 +21,16 @@ from PIL import Image
 
 from .datalist import write_datalist
 
-__all__ = ["LayoutCase", "Reader", "open_image", "read_binary", "read_grey", "prepare_layout_datalist"]
+__all__ = [
+    "LayoutCase",
+    "Reader",
+    "layout_parser",
+    "open_image",
+    "prepare_layout_datalist",
+    "read_binary",
+    "read_grey",
+    "report",
+]
 
 
 @dataclass
@@ -155,3 +164,31 @@ def _convert(case: LayoutCase, out: Path, dataset: str, field_of_view) -> dict:
         Image.fromarray(fov.astype(np.uint8)).save(path)
         entry["fov"] = str(path.relative_to(out))
     return entry
+
+
+def layout_parser(prog: str, description: str, readers: Mapping[str, tuple[str, Reader]], test_fraction: float):
+    """The command-line options every layout reader module shares (``--dataset NAME=FOLDER`` repeatable,
+    ``--output_dir``, split fractions, seed); modules add their own (e.g. ``--task``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        required=True,
+        metavar="NAME=FOLDER",
+        help=f"repeatable; NAME in: {', '.join(readers)}",
+    )
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--test_fraction", type=float, default=test_fraction)
+    parser.add_argument("--val_fraction", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def report(path: Path) -> str:
+    """One line saying what a written datalist holds."""
+    import json
+
+    counts = {k: len(v) for k, v in json.loads(Path(path).read_text()).items() if isinstance(v, list)}
+    return f"wrote {path}: {counts}"

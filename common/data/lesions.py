@@ -11,14 +11,12 @@ validation share is drawn); Kvasir-SEG and CVC-ClinicDB have no official split a
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from .layouts import LayoutCase, prepare_layout_datalist, read_binary
+from .layouts import LayoutCase, layout_parser, prepare_layout_datalist, read_binary, report
 
 __all__ = ["LESION_DATASETS", "prepare_lesion_datalist"]
 
@@ -90,23 +88,10 @@ def prepare_lesion_datalist(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m common.data.lesions", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--dataset",
-        action="append",
-        required=True,
-        metavar="NAME=FOLDER",
-        help=f"repeatable; NAME in: {', '.join(LESION_DATASETS)}",
-    )
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--test_fraction", type=float, default=0.2)
-    parser.add_argument("--val_fraction", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = layout_parser("python -m common.data.lesions", __doc__.split("\n\n")[0], LESION_DATASETS, 0.2)
     args = parser.parse_args(argv)
     sources = dict(item.split("=", 1) for item in args.dataset)
-    path = prepare_lesion_datalist(sources, args.output_dir, args.test_fraction, args.val_fraction, args.seed)
-    counts = {k: len(v) for k, v in json.loads(path.read_text()).items() if isinstance(v, list)}
-    print(f"wrote {path}: {counts}")
+    print(report(prepare_lesion_datalist(sources, args.output_dir, args.test_fraction, args.val_fraction, args.seed)))
     return 0
 
 

@@ -12,6 +12,7 @@ from common.adapters import ConvLoraConfig, auxiliary_loss, configure_trainable,
 from common.backbones import DEFAULT_CHECKPOINT
 from common.backbones.forward import ImageFeatures, mask_decoder_of, prompt_encoder_of, prompt_free_embeddings
 
+from .encoder_skip_fusion import run_decoder_transformer
 from .sam_segmentation_net import SamSegmentationNet
 
 __all__ = ["ConvLoraSamNet", "CONV_LORA_TARGETS"]
@@ -108,18 +109,11 @@ class ConvLoraSamNet(SamSegmentationNet):
         batch = features.embedding.shape[0]
         tokens = torch.cat([decoder.iou_token.weight, self.query_tokens], dim=0).unsqueeze(0).expand(batch, -1, -1)
         tokens = torch.cat([tokens, sparse], dim=1)
-        src = features.embedding + dense
-        pos = prompt_encoder_of(self.sam).get_dense_pe().expand(batch, -1, -1, -1)
-        b, c, h, w = src.shape
-        hidden, src = decoder.transformer(src, pos, tokens)
+        pe = prompt_encoder_of(self.sam).get_dense_pe()
+        # SAM2's stride-4/8 features join the up-sampling path, as in its own decoder
+        hidden, upscaled = run_decoder_transformer(decoder, features.embedding, pe, dense, tokens, features.high_res)
         queries = hidden[:, 1 : 1 + self.query_tokens.shape[0]]
-        src = src.transpose(1, 2).reshape(b, c, h, w)
-        if features.high_res:  # SAM2: its stride-4/8 features join the up-sampling path
-            deconv1, norm1, act1, deconv2, act2 = decoder.output_upscaling
-            upscaled = act1(norm1(deconv1(src) + features.high_res[1]))
-            upscaled = act2(deconv2(upscaled) + features.high_res[0])
-        else:
-            upscaled = decoder.output_upscaling(src)
+        b = upscaled.shape[0]
         hyper = decoder.output_hypernetworks_mlps[0](queries)  # one MLP shared by all queries
         masks = (hyper @ upscaled.flatten(2)).view(b, -1, *upscaled.shape[-2:])
         return masks, self.class_head(queries)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SKIP_TAPS", "EncoderSkipFusion", "decode_with_skips"]
+__all__ = ["SKIP_TAPS", "EncoderSkipFusion", "decode_with_skips", "run_decoder_transformer"]
 
 # backbone name → ((module, channels, stride relative to the input), ...), finest first.
 # LiteMedSAM (256² input): patch_embed keeps full resolution (64 ch); layers.0 ends at half resolution (128 ch).
@@ -87,19 +87,11 @@ def decode_with_skips(
     Returns:
         mask logits ``B×M×4h×4w`` and IoU predictions ``B×M`` (M = 1, or 3 with ``multimask_output``).
     """
-    batch = image_embedding.shape[0]
     output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
-    tokens = torch.cat([output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse], dim=1)
-    src = image_embedding + dense
-    pos = image_pe.expand(batch, -1, -1, -1)
-    b, c, h, w = src.shape
-    hidden, src = decoder.transformer(src, pos, tokens)
+    tokens = torch.cat([output_tokens.unsqueeze(0).expand(image_embedding.shape[0], -1, -1), sparse], dim=1)
+    hidden, upscaled = run_decoder_transformer(decoder, image_embedding, image_pe, dense, tokens, skips)
     iou_token_out = hidden[:, 0, :]
     mask_tokens_out = hidden[:, 1 : 1 + decoder.num_mask_tokens, :]
-    src = src.transpose(1, 2).reshape(b, c, h, w)
-    deconv1, norm1, act1, deconv2, act2 = decoder.output_upscaling
-    upscaled = act1(norm1(deconv1(src) + _match(skips[1], h * 2, w * 2)))
-    upscaled = act2(deconv2(upscaled) + _match(skips[0], h * 4, w * 4))
     hyper = torch.stack(
         [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1
     )
@@ -108,6 +100,33 @@ def decode_with_skips(
     iou = decoder.iou_prediction_head(iou_token_out)
     selected = slice(1, None) if multimask_output else slice(0, 1)
     return masks[:, selected], iou[:, selected]
+
+
+def run_decoder_transformer(
+    decoder: nn.Module,
+    image_embedding: torch.Tensor,
+    image_pe: torch.Tensor,
+    dense: torch.Tensor,
+    tokens: torch.Tensor,
+    skips: list[torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The body of a SAM / SAM2 mask decoder, batched with one token set per image: the two-way transformer on
+    ``image_embedding + dense`` and ``tokens`` (``B×T×C``), then the up-sampling, with ``skips[1]`` added after the
+    first transposed convolution and ``skips[0]`` after the second when given (SAM2's high-resolution path).
+
+    Returns:
+        the transformed tokens ``B×T×C`` and the up-sampled image features ``B×C/8×4h×4w``.
+    """
+    src = image_embedding + dense
+    pos = image_pe.expand(image_embedding.shape[0], -1, -1, -1)
+    b, c, h, w = src.shape
+    hidden, src = decoder.transformer(src, pos, tokens)
+    src = src.transpose(1, 2).reshape(b, c, h, w)
+    if not skips:
+        return hidden, decoder.output_upscaling(src)
+    deconv1, norm1, act1, deconv2, act2 = decoder.output_upscaling
+    upscaled = act1(norm1(deconv1(src) + _match(skips[1], h * 2, w * 2)))
+    return hidden, act2(deconv2(upscaled) + _match(skips[0], h * 4, w * 4))
 
 
 def _match(feature: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -112,6 +112,12 @@ def test_scale_by_gate_lets_the_task_loss_reach_the_gate():
         assert (layer.gate.grad is not None and layer.gate.grad.abs().sum() > 0) == expected
 
 
+def test_scale_by_gate_rejects_a_string():
+    # `--scale_by_gate false` on the monai.bundle command line is the string 'false', which is truthy
+    with pytest.raises(TypeError, match="True or False"):
+        ConvLoraConfig(target_modules=["qkv"], scale_by_gate="false")
+
+
 def test_coefficient_of_variation():
     assert coefficient_of_variation_squared(torch.tensor([2.0, 2.0, 2.0])).item() == pytest.approx(0.0)
     assert coefficient_of_variation_squared(torch.tensor([0.0, 4.0])).item() == pytest.approx(8.0 / 4.0)

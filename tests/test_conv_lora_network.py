@@ -103,8 +103,12 @@ def test_multiclass_network_semantic_output():
     assert net.last_class_logits.shape == (2, 5, 3) and net.last_mask_logits.shape[:2] == (2, 5)
     assert out.min() >= 0 and out.max() <= 1
     assert torch.allclose(out[:, 0], 1 - out[:, 1:].amax(1))  # channel 0: background = 1 - max class score
-    # queries start as copies of the pretrained single-mask token
+    # queries start near the pretrained single-mask token, distinct from one another
     token = net.sam.mask_decoder.mask_tokens.weight[0]
-    assert torch.allclose(net.query_tokens, token.expand(5, -1))
+    offsets = net.query_tokens - token
+    assert torch.allclose(offsets.std(), token.std(), rtol=0.3)
+    assert torch.cdist(net.query_tokens, net.query_tokens).add(torch.eye(5)).min() > 0
+    copies = ConvLoraSamNet("sam_vit_test", checkpoint=None, num_classes=2, num_queries=5, query_init_noise=0.0)
+    assert torch.allclose(copies.query_tokens, copies.sam.mask_decoder.mask_tokens.weight[0].expand(5, -1))
     with pytest.raises(ValueError, match="prompt-free"):
         net(torch.rand(1, 1, 40, 52), boxes=torch.tensor([[0.0, 0.0, 5.0, 5.0]]))

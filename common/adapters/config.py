@@ -88,6 +88,12 @@ class ConvLoraConfig(AdapterConfig):
             raise ValueError(f"Conv-LoRA rank must be >= 1, got {self.rank}")
         if not self.expert_scales:
             raise ValueError("Conv-LoRA needs at least one expert scale")
+        if not isinstance(self.scale_by_gate, bool):
+            # a command-line override such as `--scale_by_gate false` arrives as the (truthy) string 'false'
+            raise TypeError(
+                f"scale_by_gate must be True or False, got {self.scale_by_gate!r} "
+                "(on the command line write --scale_by_gate True / False, capitalised)"
+            )
 
     def create_layer(self, base_layer: nn.Module) -> AdapterLayer:
         from .conv_lora import ConvLoraLinear

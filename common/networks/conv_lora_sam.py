@@ -45,6 +45,9 @@ class ConvLoraSamNet(SamSegmentationNet):
         scale_by_gate: scale the chosen expert by its gate probability (False = reference behaviour).
         balance_weight: weight of each layer's balance loss (paper: 0.01).
         lora_targets: module-name patterns relative to the backbone (default: every encoder ``attn.qkv``).
+        query_init_noise: the multi-class queries start as the pretrained mask token plus Gaussian noise of this
+            many times the token's standard deviation (0 = identical copies, which learn more slowly: identical
+            queries give identical predictions, so matching cannot tell them apart at the start).
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class ConvLoraSamNet(SamSegmentationNet):
         balance_weight: float = 0.01,
         lora_targets: Sequence[str] | None = None,
         image_size: int | None = None,
+        query_init_noise: float = 1.0,
     ) -> None:
         super().__init__(backbone, checkpoint=checkpoint, image_size=image_size, num_outputs=1)
         if num_classes < 1:
@@ -89,8 +93,12 @@ class ConvLoraSamNet(SamSegmentationNet):
         }
         if num_classes > 1:
             width = decoder.transformer_dim
-            # queries start as copies of the pretrained single-mask token: each begins as SAM's own mask query
-            self.query_tokens = nn.Parameter(decoder.mask_tokens.weight[:1].detach().clone().repeat(num_queries, 1))
+            # queries start near the pretrained single-mask token (each begins close to SAM's own mask query), made
+            # distinct by noise so that they can specialise from the first step
+            token = decoder.mask_tokens.weight[:1].detach()
+            queries = token.repeat(num_queries, 1)
+            queries = queries + query_init_noise * token.std() * torch.randn_like(queries)
+            self.query_tokens = nn.Parameter(queries)
             self.class_head = nn.Linear(width, num_classes + 1)
             extra["multiclass_head"] = ["query_tokens", "class_head"]
         self.parameter_report = configure_trainable(self, extra)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -45,10 +46,16 @@ class SvdLayer(AdapterLayer):
     def refactorize(self) -> None:
         """Recompute ``U, σ, Vᵀ`` from the current (unmerged) base weight; double precision for an exact start."""
         weight = self._unmerged_weight if self.merged else self.weight
-        u, s, vh = torch.linalg.svd(weight.detach().reshape(weight.shape[0], -1).double(), full_matrices=False)
-        self.svd_u = u.to(self.weight.dtype)
-        self.svd_s = s.to(self.weight.dtype)
-        self.svd_vh = vh.to(self.weight.dtype)
+        matrix = weight.detach().reshape(weight.shape[0], -1).double()
+        if matrix.device.type == "cpu":
+            # numpy's LAPACK on CPU: torch's (MKL) gesdd was measured erratically slow on our AMD CI cores, up to
+            # seconds for a 160×640 matrix that usually takes milliseconds; the factors are the same
+            u, s, vh = (torch.from_numpy(a) for a in np.linalg.svd(matrix.numpy(), full_matrices=False))
+        else:
+            u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+        self.svd_u = u.to(device=self.weight.device, dtype=self.weight.dtype)
+        self.svd_s = s.to(device=self.weight.device, dtype=self.weight.dtype)
+        self.svd_vh = vh.to(device=self.weight.device, dtype=self.weight.dtype)
         self._cache = None
 
     def effective_weight(self) -> torch.Tensor:

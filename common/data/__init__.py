@@ -1,14 +1,24 @@
 """Data contract shared by the bundles: MSD-style ``datalist.json`` helpers, a synthetic sample dataset, and the
 dictionary transforms the bundles need beyond MONAI's. Readers of published dataset layouts live in their own
-modules (``common.data.fundus``), each also a command line tool."""
+modules (``common.data.fundus``, ``common.data.lesions``, ``common.data.lits``), each also a command line tool."""
 
-from .datalist import DATALIST_NAME, IMAGE_SUFFIXES, build_datalist, case_id, find_images, load_datalist, write_datalist
+from .datalist import (
+    DATALIST_NAME,
+    IMAGE_SUFFIXES,
+    build_datalist,
+    case_id,
+    find_images,
+    load_datalist,
+    split_cases,
+    write_datalist,
+)
 from .prompts import SamplePromptsd
 from .synthetic import make_synthetic_case, make_synthetic_dataset
-from .transforms import LabelValuesToChannelsd, SaveOverlayd, SelectFieldOfViewd
+from .transforms import AddBackgroundChanneld, LabelValuesToChannelsd, SaveOverlayd, SelectFieldOfViewd
 from .visualize import overlay_masks
 
 __all__ = [
+    "AddBackgroundChanneld",
     "DATALIST_NAME",
     "IMAGE_SUFFIXES",
     "LabelValuesToChannelsd",
@@ -22,5 +32,6 @@ __all__ = [
     "make_synthetic_case",
     "make_synthetic_dataset",
     "overlay_masks",
+    "split_cases",
     "write_datalist",
 ]

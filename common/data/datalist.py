@@ -24,6 +24,7 @@ __all__ = [
     "build_datalist",
     "write_datalist",
     "load_datalist",
+    "split_cases",
 ]
 
 #: file types a datalist may reference: 2D (PNG, JPEG, TIFF, GIF, BMP) and 3D (NIfTI, NRRD, MHA)
@@ -106,17 +107,26 @@ def build_datalist(
             f"images and labels do not pair up in {root}: images without label {unlabelled[:10]}, "
             f"labels without image {orphans[:10]}"
         )
-    cases = sorted(images)
-    random.Random(seed).shuffle(cases)
-    n_val, n_test = round(len(cases) * val_fraction), round(len(cases) * test_fraction)
-    splits = {
-        "validation": cases[:n_val],
-        "testing": cases[n_val : n_val + n_test],
-        "training": cases[n_val + n_test :],
-    }
-    for split, ids in splits.items():
-        datalist[split] = [{"image": rel(images[c]), "label": rel(label_files[c])} for c in sorted(ids)]
+    for split, ids in split_cases(images, val_fraction, test_fraction, seed).items():
+        datalist[split] = [{"image": rel(images[c]), "label": rel(label_files[c])} for c in ids]
     return datalist
+
+
+def split_cases(cases, val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[str]]:
+    """Seeded case-level split: ``{"training", "validation", "testing"}`` → sorted case ids.
+
+    Whole cases (patients, volumes) go to one split, so no case's slices or images leak between splits.
+    """
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(f"fractions must leave training cases, got val {val_fraction} and test {test_fraction}")
+    ids = sorted(cases)
+    random.Random(seed).shuffle(ids)
+    n_val, n_test = round(len(ids) * val_fraction), round(len(ids) * test_fraction)
+    return {
+        "validation": sorted(ids[:n_val]),
+        "testing": sorted(ids[n_val : n_val + n_test]),
+        "training": sorted(ids[n_val + n_test :]),
+    }
 
 
 def write_datalist(datalist: Mapping, dataset_dir: str | os.PathLike, name: str = DATALIST_NAME) -> Path:

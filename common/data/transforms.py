@@ -14,7 +14,7 @@ from monai.utils import convert_to_dst_type
 
 from .visualize import overlay_masks
 
-__all__ = ["LabelValuesToChannelsd", "SelectFieldOfViewd", "SaveOverlayd"]
+__all__ = ["AddBackgroundChanneld", "LabelValuesToChannelsd", "SelectFieldOfViewd", "SaveOverlayd"]
 
 
 class LabelValuesToChannelsd(MapTransform):
@@ -39,6 +39,26 @@ class LabelValuesToChannelsd(MapTransform):
             channels = [torch.isin(label[0], torch.tensor(g, device=label.device)) for g in self.groups]
             # convert_to_dst_type keeps the MetaTensor type and its metadata (affine, file name)
             d[key] = convert_to_dst_type(torch.stack(channels), dst=label, dtype=torch.float32)[0]
+        return d
+
+
+class AddBackgroundChanneld(MapTransform):
+    """Class probabilities (``K×…``, independent sigmoids) → ``(K+1)×…`` with a constant background channel 0.
+
+    ``AsDiscreted(argmax=True)`` afterwards gives each pixel the most probable class, or background where no class
+    reaches ``threshold`` (S-SAM's 0.5 rule for per-class sigmoid outputs).
+    """
+
+    def __init__(self, keys: KeysCollection, threshold: float = 0.5, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.threshold = threshold
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            probabilities = d[key]
+            background = torch.full_like(probabilities[:1], self.threshold)
+            d[key] = torch.cat([background, probabilities], dim=0)
         return d
 
 

@@ -1,6 +1,14 @@
 """Additions to MONAI's engines that the bundles need (MONAI's own engines and handlers are used as they are)."""
 
+from .empty_class_metric import EmptyClassFalsePositiveHandler, EmptyClassFalsePositiveRate
 from .gradient_clipping import GradientClipping
+from .hausdorff_mm import HausdorffDistanceMm
 from .per_image_confusion import PerImageConfusionMatrix
 
-__all__ = ["GradientClipping", "PerImageConfusionMatrix"]
+__all__ = [
+    "EmptyClassFalsePositiveHandler",
+    "EmptyClassFalsePositiveRate",
+    "GradientClipping",
+    "HausdorffDistanceMm",
+    "PerImageConfusionMatrix",
+]

@@ -1,0 +1,140 @@
+"""S-SAM bundle: files, metadata, and train → evaluate → infer via ConfigWorkflow on 3D volumes (slice sampling,
+volumetric evaluation) and on 2D images."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+from bundle_helpers import bundle_workflow
+from monai.bundle import verify_metadata
+from PIL import Image
+
+from common.backbones import OFFICIAL_CHECKPOINTS
+from common.data import make_synthetic_dataset
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = REPO_ROOT / "bundles" / "s_sam_text_prompted_segmentation"
+SCHEMA = REPO_ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
+
+
+def _run(workflow):
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    workflow.run()
+    workflow.finalize()
+    return workflow
+
+
+def test_bundle_files_metadata_and_large_files():
+    for name in (
+        "metadata.json",
+        "train.json",
+        "evaluate.json",
+        "inference.json",
+        "multi_gpu_train.json",
+        "logging.conf",
+        "ct_liver.json",
+        "images_2d.json",
+        "images_2d_inference.json",
+    ):
+        assert (BUNDLE / "configs" / name).is_file(), name
+    for name in ("LICENSE", "large_files.yml", "docs/README.md", "docs/data_license.txt"):
+        assert (BUNDLE / name).is_file(), name
+    if SCHEMA.is_file():
+        verify_metadata(meta_file=str(BUNDLE / "configs" / "metadata.json"), filepath=str(SCHEMA))
+    entry = yaml.safe_load((BUNDLE / "large_files.yml").read_text())["large_files"][0]
+    official = OFFICIAL_CHECKPOINTS["sam_vit_b"]
+    assert (entry["url"], entry["hash_val"]) == (official.url, official.sha256)
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    train = json.loads((BUNDLE / "configs" / "train.json").read_text())
+    assert train["text_encoder"] in meta["text_encoder"].lower()  # the metadata says which text encoder is used
+
+
+@pytest.fixture
+def bundle_copy(tmp_path):
+    root = tmp_path / "bundle"
+    shutil.copytree(BUNDLE, root)
+    cwd = os.getcwd()
+    os.chdir(root)  # bundle_root stays "."
+    yield root
+    os.chdir(cwd)
+
+
+def test_volumes_train_evaluate_infer(bundle_copy, tmp_path):
+    data = tmp_path / "data"
+    make_synthetic_dataset(data, spatial_dims=3, num_classes=2, num_train=3, num_val=1, num_test=2, shape=(40, 48, 12))
+    configs = bundle_copy / "configs"
+    overrides = {"backbone": "sam_vit_test", "dataset_dir": str(data), "num_workers": 0, "batch_size": 2}
+    train = bundle_workflow(
+        configs, ["train.json"], "train", **overrides, **{"train#trainer#max_epochs": 1, "val_interval": 1}
+    )
+    train.initialize()
+    assert train.check_properties() == []
+    net = train.parser.get_parsed_content("network")
+    assert net.label_names == ["anterior hippocampus", "posterior hippocampus"]
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    train.run()
+    train.finalize()
+    changed = {k for k, v in net.state_dict().items() if not torch.equal(before[k], v)}
+    assert any(k.endswith(".scale") for k in changed) and any("text_affine" in k for k in changed)
+    assert not any("prompt_encoder" in k or "output_hypernetworks" in k or k.endswith("qkv.weight") for k in changed)
+    checkpoint = torch.load(bundle_copy / "models" / "model.pt", weights_only=True)
+    assert not any(k.endswith(("svd_u", "svd_s", "svd_vh")) for k in checkpoint)
+    # the checkpoint carries the label-name prompts it was trained with (and BatchNorm statistics)
+    assert {"text_affine.text_embeddings", "text_affine.norm.running_mean"} <= set(checkpoint)
+
+    _run(bundle_workflow(configs, ["train.json", "evaluate.json"], "train", **overrides))
+    eval_dir = bundle_copy / "eval"
+    metrics = dict(line.split(",") for line in (eval_dir / "metrics.csv").read_text().splitlines())
+    assert set(metrics) == {"val_mean_dice", "val_mean_iou", "val_hd95_mm", "val_empty_class_fp"}
+    raw = (eval_dir / "val_mean_dice_raw.csv").read_text().splitlines()
+    assert raw[0].split(",")[1:] == ["class0", "class1", "mean"] and len(raw) == 1 + 2  # per class, per volume
+    predictions = sorted((eval_dir / "predictions").glob("*_seg.nii.gz"))
+    assert len(predictions) == 2
+
+    out = tmp_path / "infer"
+    _run(bundle_workflow(configs, ["inference.json"], "infer", **overrides, output_dir=str(out)))
+    volumes = sorted(out.glob("*_seg.nii.gz"))
+    assert len(volumes) == 2
+    for volume in volumes:
+        source = nib.load(data / "images" / volume.name.replace("_seg", ""))
+        result = nib.load(volume)
+        assert result.shape == source.shape  # geometry restored (Invertd)
+        assert np.allclose(result.affine, source.affine, atol=1e-5)
+        assert set(np.unique(np.asarray(result.dataobj))) <= {0, 1, 2}
+
+
+def test_images_2d_train_evaluate_infer(bundle_copy, tmp_path):
+    data = tmp_path / "data"
+    make_synthetic_dataset(data, spatial_dims=2, num_classes=2, num_train=4, num_val=1, num_test=2)
+    configs = bundle_copy / "configs"
+    overrides = {
+        "backbone": "sam_vit_test",
+        "dataset_dir": str(data),
+        "num_workers": 0,
+        "batch_size": 2,
+        "label_names": {"1": "square", "2": "disc"},
+    }
+    _run(
+        bundle_workflow(
+            configs, ["train.json", "images_2d.json"], "train", **overrides, **{"train#trainer#max_epochs": 1, "val_interval": 1}
+        )
+    )
+    _run(bundle_workflow(configs, ["train.json", "evaluate.json", "images_2d.json"], "train", **overrides))
+    labels = [np.asarray(Image.open(p)) for p in sorted((bundle_copy / "eval" / "predictions").glob("*_seg.png"))]
+    assert len(labels) == 2 and all(set(np.unique(lab)) <= {0, 1, 2} for lab in labels)
+    out = tmp_path / "infer"
+    _run(
+        bundle_workflow(configs, ["inference.json", "images_2d_inference.json"], "infer", **overrides, output_dir=str(out))
+    )
+    masks = sorted(out.glob("*_seg.png"))
+    assert len(masks) == 2
+    assert Image.open(masks[0]).size == Image.open(data / "images" / masks[0].name.replace("_seg", "")).size

@@ -119,3 +119,53 @@ def test_missing_datalist_and_missing_files_are_clear(tmp_path):
         load_datalist(tmp_path)
     with pytest.raises(FileNotFoundError, match="image folder not found"):
         build_datalist(tmp_path, "absent")
+
+
+def test_add_background_channel_thresholds_independent_class_probabilities():
+    import torch
+    from monai.transforms import AsDiscrete
+
+    from common.data import AddBackgroundChanneld
+
+    probabilities = torch.tensor([[[0.2, 0.7, 0.6]], [[0.3, 0.4, 0.9]]])  # 2 classes x 1 x 3 pixels
+    out = AddBackgroundChanneld(keys="pred", threshold=0.5)({"pred": probabilities})["pred"]
+    assert out.shape == (3, 1, 3) and torch.all(out[0] == 0.5)
+    assert AsDiscrete(argmax=True)(out).flatten().tolist() == [0, 1, 2]  # none above 0.5 -> background
+
+
+def test_split_cases_is_seeded_disjoint_and_complete():
+    from common.data import split_cases
+
+    cases = [f"case_{i:02d}" for i in range(20)]
+    split = split_cases(cases, val_fraction=0.1, test_fraction=0.2, seed=3)
+    assert [len(split[s]) for s in ("training", "validation", "testing")] == [14, 2, 4]
+    assert sorted(sum(split.values(), [])) == cases
+    assert split == split_cases(list(reversed(cases)), 0.1, 0.2, 3)  # input order does not matter
+    assert split != split_cases(cases, 0.1, 0.2, 4)
+    with pytest.raises(ValueError, match="fractions"):
+        split_cases(cases, 0.5, 0.5, 0)
+
+
+def test_lits_layout_datalist(tmp_path):
+    from common.data.lits import build_lits_datalist, main
+
+    root = tmp_path / "LiTS"
+    for batch, numbers in (("Training Batch 1", range(0, 4)), ("Training Batch 2", range(4, 10))):
+        (root / batch).mkdir(parents=True)
+        for n in numbers:
+            (root / batch / f"volume-{n}.nii").write_bytes(b"")
+            (root / batch / f"segmentation-{n}.nii").write_bytes(b"")
+    out = tmp_path / "lits"
+    assert (
+        main(["--dataset_dir", str(root), "--output_dir", str(out), "--val_fraction", "0.1", "--test_fraction", "0.2"])
+        == 0
+    )
+    datalist = json.loads((out / "datalist.json").read_text())
+    assert datalist["labels"] == {"1": "liver", "2": "tumor"}
+    assert [len(datalist[s]) for s in ("training", "validation", "testing")] == [7, 1, 2]
+    for entry in datalist["training"]:
+        image, label = (out / entry["image"]).resolve(), (out / entry["label"]).resolve()
+        assert image.is_file() and label.name == image.name.replace("volume", "segmentation")
+    (root / "Training Batch 2" / "segmentation-9.nii").unlink()
+    with pytest.raises(ValueError, match="volume-9.nii"):
+        build_lits_datalist(root)

@@ -76,3 +76,36 @@ def test_per_image_sensitivity_and_specificity_by_hand():
     assert sensitivity.flatten().tolist() == pytest.approx([0.5, 1.0])
     assert specificity.flatten().tolist() == pytest.approx([10 / 12, 1.0])
     assert evaluator.state.metrics["val_sensitivity"] == pytest.approx(0.75)
+
+
+def test_empty_class_false_positive_rate_scores_only_absent_classes():
+    from common.engines import EmptyClassFalsePositiveRate
+
+    # 2 cases, background + 2 classes: case 0 has class 1 only, case 1 has neither
+    y = torch.zeros(2, 3, 4, 4)
+    y[0, 1, 0, 0] = 1
+    y[:, 0] = 1 - y[:, 1:].amax(1)
+    pred = torch.zeros(2, 3, 4, 4)
+    pred[1, 2, 1, 1] = 1  # case 1 invents class 2
+    metric = EmptyClassFalsePositiveRate()
+    values = metric(pred, y)
+    assert torch.isnan(values[0, 0])  # class present: Dice's business
+    assert values[0, 1].item() == 0.0 and values[1, 0].item() == 0.0 and values[1, 1].item() == 1.0
+    assert metric.aggregate().item() == pytest.approx((0.0 + 0.5) / 2)  # class 1: 0 of 1, class 2: 1 of 2
+
+
+def test_hausdorff_distance_in_millimetres_uses_each_case_spacing():
+    from monai.data import MetaTensor
+
+    from common.engines import HausdorffDistanceMm
+
+    y = torch.zeros(2, 8, 8, 8)
+    y[1, 2:4, 2:4, 2:4] = 1
+    y[0] = 1 - y[1]
+    pred = torch.zeros_like(y)
+    pred[1, 2:4, 2:4, 5:7] = 1  # shifted by 3 voxels along the third axis
+    pred[0] = 1 - pred[1]
+    handler = HausdorffDistanceMm(include_background=False, percentile=None)
+    anisotropic = MetaTensor(y, affine=torch.diag(torch.tensor([1.0, 1.0, 2.5, 1.0])))
+    handler.update(([pred, pred], [anisotropic, y]))  # second case without metadata: voxels
+    assert handler.metric_fn.get_buffer()[:, 0].tolist() == pytest.approx([7.5, 3.0])

@@ -125,7 +125,11 @@ def test_images_2d_train_evaluate_infer(bundle_copy, tmp_path):
     }
     _run(
         bundle_workflow(
-            configs, ["train.json", "images_2d.json"], "train", **overrides, **{"train#trainer#max_epochs": 1, "val_interval": 1}
+            configs,
+            ["train.json", "images_2d.json"],
+            "train",
+            **overrides,
+            **{"train#trainer#max_epochs": 1, "val_interval": 1},
         )
     )
     _run(bundle_workflow(configs, ["train.json", "evaluate.json", "images_2d.json"], "train", **overrides))
@@ -133,8 +137,50 @@ def test_images_2d_train_evaluate_infer(bundle_copy, tmp_path):
     assert len(labels) == 2 and all(set(np.unique(lab)) <= {0, 1, 2} for lab in labels)
     out = tmp_path / "infer"
     _run(
-        bundle_workflow(configs, ["inference.json", "images_2d_inference.json"], "infer", **overrides, output_dir=str(out))
+        bundle_workflow(
+            configs, ["inference.json", "images_2d_inference.json"], "infer", **overrides, output_dir=str(out)
+        )
     )
     masks = sorted(out.glob("*_seg.png"))
     assert len(masks) == 2
     assert Image.open(masks[0]).size == Image.open(data / "images" / masks[0].name.replace("_seg", "")).size
+
+
+@pytest.mark.slow
+def test_litemedsam_on_real_hippocampus_volumes(shared_data, bundle_copy, tmp_path):
+    # the real path on CPU: case-level datalist of the MSD volumes, LiteMedSAM's real weights, the packaged text
+    # encoder on the two label names, two training iterations on sampled slices, volumetric evaluation of a test
+    # volume with per-class Dice and HD95 in mm
+    from common.data import build_datalist, write_datalist
+
+    data = tmp_path / "hippocampus"
+    datalist = build_datalist(
+        shared_data / "msd_hippocampus",
+        "images",
+        "labels",
+        val_fraction=0.008,
+        test_fraction=0.2,
+        seed=0,
+        relative_to=data,
+        skip_unlabelled=True,
+    )
+    datalist["validation"], datalist["testing"] = datalist["validation"][:1], datalist["testing"][:1]
+    write_datalist(datalist, data)
+    configs = bundle_copy / "configs"
+    overrides = {"backbone": "litemedsam", "dataset_dir": str(data), "num_workers": 0, "batch_size": 1}
+    train = _run(
+        bundle_workflow(
+            configs,
+            ["train.json"],
+            "train",
+            **overrides,
+            **{"train#trainer#max_epochs": 1, "train#trainer#epoch_length": 2, "val_interval": 1},
+        )
+    )
+    assert "all-MiniLM-L6-v2" in train.parser.get_parsed_content("network").text_encoder_description
+    _run(bundle_workflow(configs, ["train.json", "evaluate.json"], "train", **overrides))
+    raw = (bundle_copy / "eval" / "val_hd95_mm_raw.csv").read_text().splitlines()
+    assert len(raw) == 1 + 1 and raw[0].endswith("class0,class1,mean")
+    prediction = sorted((bundle_copy / "eval" / "predictions").glob("*_seg.nii.gz"))[0]
+    source = shared_data / "msd_hippocampus" / "images" / prediction.name.replace("_seg", "")
+    assert nib.load(prediction).shape == nib.load(source).shape

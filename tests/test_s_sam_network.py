@@ -22,7 +22,9 @@ class _RandomText(TextEncoder):
         self.dim, self.description = dim, "random test vectors"
 
     def embed(self, texts):
-        return torch.stack([torch.randn(self.dim, generator=torch.Generator().manual_seed(zlib.crc32(t.encode()))) for t in texts])
+        return torch.stack(
+            [torch.randn(self.dim, generator=torch.Generator().manual_seed(zlib.crc32(t.encode()))) for t in texts]
+        )
 
 
 def _net(backbone="sam_vit_test", **kwargs):
@@ -58,7 +60,9 @@ def test_adapted_encoder_starts_exactly_as_the_base_encoder():
     base = build_backbone("sam_vit_test", checkpoint=None)
     reference = copy.deepcopy(base).eval()
     net = SSamNet(base, label_names=["a"], text_encoder=_RandomText()).eval()
-    assert len(net.adapted_layers) == 2 * 4 + 2 and all(isinstance(net.sam.get_submodule(n), SvdLayer) for n in net.adapted_layers)
+    assert len(net.adapted_layers) == 2 * 4 + 2 and all(
+        isinstance(net.sam.get_submodule(n), SvdLayer) for n in net.adapted_layers
+    )
     x = net.preprocess(torch.rand(2, 3, 50, 64))
     with torch.no_grad():
         assert torch.allclose(net.encode(x).embedding, encode_image(reference, x).embedding, atol=1e-5)
@@ -72,8 +76,12 @@ def test_only_the_s_sam_parameters_train_and_receive_gradients():
     trainable = {n for n, p in net.named_parameters() if p.requires_grad}
     with_grad = {n for n, p in net.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert with_grad == trainable
-    assert all(n.endswith((".scale", ".shift")) or "norm" in n or "pos_embed" in n or "text_affine" in n for n in trainable)
-    assert not any("prompt_encoder" in n or "hypernetworks" in n or n.endswith(".weight") and "qkv" in n for n in trainable)
+    assert all(
+        n.endswith((".scale", ".shift")) or "norm" in n or "pos_embed" in n or "text_affine" in n for n in trainable
+    )
+    assert not any(
+        "prompt_encoder" in n or "hypernetworks" in n or n.endswith(".weight") and "qkv" in n for n in trainable
+    )
     state = adapter_state_dict(net)
     assert not any(k.endswith(("svd_u", "svd_s", "svd_vh")) for k in state)
 

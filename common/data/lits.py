@@ -65,7 +65,10 @@ def build_lits_datalist(
     datalist: dict = {"labels": dict(LITS_LABELS)}
     for split, ids in split_cases(cases, val_fraction, test_fraction, seed).items():
         datalist[split] = [
-            {"image": os.path.relpath(cases[c][0].resolve(), base), "label": os.path.relpath(cases[c][1].resolve(), base)}
+            {
+                "image": os.path.relpath(cases[c][0].resolve(), base),
+                "label": os.path.relpath(cases[c][1].resolve(), base),
+            }
             for c in ids
         ]
     return datalist

@@ -55,5 +55,3 @@ class HausdorffDistanceMm(IgniteMetricHandler):
         for pred, label, case_spacing in zip(y_pred, cases, spacing):
             # one call per case: MONAI takes one spacing for a whole batch unless given per-case sequences
             self.metric_fn([pred], [label], spacing=case_spacing)
-
-

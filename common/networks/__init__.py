@@ -1,7 +1,7 @@
 from .conv_lora_sam import CONV_LORA_TARGETS, ConvLoraSamNet
 from .encoder_skip_fusion import EncoderSkipFusion, decode_with_skips
-from .sam2lora import SAM2LORA_TARGETS, Sam2LoraNet
 from .s_sam import S_SAM_SVD_TARGETS, SSamNet, s_sam_trainable_groups
+from .sam2lora import SAM2LORA_TARGETS, Sam2LoraNet
 from .sam_segmentation_net import SamSegmentationNet
 from .text_affine import TextAffineLayer
 

@@ -36,7 +36,9 @@ def build_text_encoder(name: str = "all-minilm-l6-v2", weights: str | os.PathLik
     key = name.lower()
     if key == "all-minilm-l6-v2":
         if weights is not None:
-            raise ValueError("all-minilm-l6-v2 uses its packaged weights; for other folders use 'sentence-transformers'")
+            raise ValueError(
+                "all-minilm-l6-v2 uses its packaged weights; for other folders use 'sentence-transformers'"
+            )
         return SentenceTransformerTextEncoder()
     if key not in TEXT_ENCODERS:
         raise ValueError(f"unknown text encoder {name!r}; choose one of {TEXT_ENCODERS}")

@@ -17,3 +17,63 @@ def bundle_workflow(configs: Path, files: Sequence[str], workflow_type: str, **o
         workflow_type=workflow_type,
         **override,
     )
+
+
+def run_workflow(workflow: ConfigWorkflow) -> ConfigWorkflow:
+    """Initialise (the bundle's required properties must all be present), run and finalise a workflow."""
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    workflow.run()
+    workflow.finalize()
+    return workflow
+
+
+def write_hippocampus_datalist(msd_hippocampus: Path, folder: Path, num_val: int = 1, num_test: int = 1) -> Path:
+    """The case-level split of the real MSD hippocampus volumes the bundles document, cut to ``num_val`` validation
+    and ``num_test`` test volumes (LiteMedSAM segments ~36 slices a volume on CPU), written to ``folder``."""
+    from common.data import build_datalist, write_datalist
+
+    datalist = build_datalist(
+        msd_hippocampus,
+        "images",
+        "labels",
+        val_fraction=0.008,
+        test_fraction=0.2,
+        seed=0,
+        relative_to=folder,
+        skip_unlabelled=True,
+    )
+    assert len(datalist["training"]) + len(datalist["validation"]) + len(datalist["testing"]) == 260
+    datalist["validation"], datalist["testing"] = datalist["validation"][:num_val], datalist["testing"][:num_test]
+    return write_datalist(datalist, folder)
+
+
+STANDARD_FILES = (
+    "metadata.json",
+    "train.json",
+    "evaluate.json",
+    "inference.json",
+    "multi_gpu_train.json",
+    "logging.conf",
+)
+SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "monai" / "meta_schema_20240725.json"
+
+
+def check_bundle_files(bundle: Path, extra_configs: Sequence[str], backbone: str) -> None:
+    """The model-zoo file set plus ``extra_configs``, metadata valid against MONAI's schema (when ``../shared`` has
+    it), and ``large_files.yml`` naming the official checkpoint of ``backbone`` with its recorded sha256."""
+    import yaml
+    from monai.bundle import verify_metadata
+
+    from common.backbones import OFFICIAL_CHECKPOINTS
+
+    for name in (*STANDARD_FILES, *extra_configs):
+        assert (bundle / "configs" / name).is_file(), name
+    for name in ("LICENSE", "large_files.yml", "docs/README.md", "models/README.md"):
+        assert (bundle / name).is_file(), name
+    assert not (bundle / "scripts").exists()  # configuration only: the code lives in the installed package
+    if SCHEMA.is_file():
+        verify_metadata(meta_file=str(bundle / "configs" / "metadata.json"), filepath=str(SCHEMA))
+    entry = yaml.safe_load((bundle / "large_files.yml").read_text())["large_files"][0]
+    official = OFFICIAL_CHECKPOINTS[backbone]
+    assert (entry["url"], entry["hash_val"]) == (official.url, official.sha256)

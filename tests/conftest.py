@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -28,3 +29,14 @@ def shared_data() -> Path:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def bundle_copy(request, tmp_path):
+    """A copy of the test module's ``BUNDLE`` folder as the working directory, so that ``bundle_root`` stays "."."""
+    root = tmp_path / "bundle"
+    shutil.copytree(request.module.BUNDLE, root)
+    cwd = os.getcwd()
+    os.chdir(root)
+    yield root
+    os.chdir(cwd)

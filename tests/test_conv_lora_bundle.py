@@ -3,67 +3,24 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-import yaml
-from bundle_helpers import bundle_workflow
-from monai.bundle import verify_metadata
+from bundle_helpers import bundle_workflow, check_bundle_files, run_workflow, write_hippocampus_datalist
 from PIL import Image
 
-from common.backbones import OFFICIAL_CHECKPOINTS
 from common.data import make_synthetic_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = REPO_ROOT / "bundles" / "conv_lora_sam_segmentation"
-SCHEMA = REPO_ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
-
-
-_workflow = bundle_workflow
-
-
-def _run(workflow):
-    workflow.initialize()
-    assert workflow.check_properties() == []
-    workflow.run()
-    workflow.finalize()
-    return workflow
 
 
 def test_bundle_files_metadata_and_large_files():
-    for name in (
-        "metadata.json",
-        "train.json",
-        "evaluate.json",
-        "inference.json",
-        "multi_gpu_train.json",
-        "logging.conf",
-        "multiclass.json",
-        "multiclass_inference.json",
-    ):
-        assert (BUNDLE / "configs" / name).is_file(), name
-    for name in ("LICENSE", "large_files.yml", "docs/README.md"):
-        assert (BUNDLE / name).is_file(), name
-    if SCHEMA.is_file():
-        verify_metadata(meta_file=str(BUNDLE / "configs" / "metadata.json"), filepath=str(SCHEMA))
-    entry = yaml.safe_load((BUNDLE / "large_files.yml").read_text())["large_files"][0]
-    official = OFFICIAL_CHECKPOINTS["sam_vit_h"]
-    assert (entry["url"], entry["hash_val"]) == (official.url, official.sha256)
-
-
-@pytest.fixture
-def bundle_copy(tmp_path):
-    root = tmp_path / "bundle"
-    shutil.copytree(BUNDLE, root)
-    cwd = os.getcwd()
-    os.chdir(root)  # bundle_root stays "."
-    yield root
-    os.chdir(cwd)
+    extra = ["multiclass.json", "multiclass_inference.json", "multiclass_2d.json", "multiclass_2d_inference.json"]
+    check_bundle_files(BUNDLE, extra, "sam_vit_h")
 
 
 def test_binary_train_evaluate_infer(bundle_copy, tmp_path):
@@ -71,7 +28,7 @@ def test_binary_train_evaluate_infer(bundle_copy, tmp_path):
     make_synthetic_dataset(data, spatial_dims=2, num_classes=1, num_train=4, num_val=2, num_test=2)
     configs = bundle_copy / "configs"
     overrides = {"backbone": "sam_vit_test", "dataset_dir": str(data)}
-    train = _workflow(configs, ["train.json"], "train", **overrides, **{"train#trainer#max_epochs": 1})
+    train = bundle_workflow(configs, ["train.json"], "train", **overrides, **{"train#trainer#max_epochs": 1})
     train.initialize()
     assert train.check_properties() == []
     net = train.parser.get_parsed_content("network")
@@ -84,14 +41,14 @@ def test_binary_train_evaluate_infer(bundle_copy, tmp_path):
     checkpoint = torch.load(bundle_copy / "models" / "model.pt", weights_only=True)
     assert any(".experts." in k for k in checkpoint) and not any(k.endswith("qkv.weight") for k in checkpoint)
 
-    _run(_workflow(configs, ["train.json", "evaluate.json"], "train", **overrides))
+    run_workflow(bundle_workflow(configs, ["train.json", "evaluate.json"], "train", **overrides))
     metrics = dict(line.split(",") for line in (bundle_copy / "eval" / "metrics.csv").read_text().splitlines())
     assert set(metrics) == {"val_mean_dice", "val_mean_iou", "val_hd95"}
     assert len((bundle_copy / "eval" / "val_mean_dice_raw.csv").read_text().splitlines()) == 1 + 2
     assert len(list((bundle_copy / "eval" / "predictions").glob("*_seg.png"))) == 2
 
     out = tmp_path / "infer"
-    _run(_workflow(configs, ["inference.json"], "infer", **overrides, output_dir=str(out)))
+    run_workflow(bundle_workflow(configs, ["inference.json"], "infer", **overrides, output_dir=str(out)))
     masks = sorted(out.glob("*_seg.png"))
     assert len(masks) == 2
     source = data / "images" / masks[0].name.replace("_seg", "")
@@ -103,14 +60,16 @@ def test_multiclass_3d_train_evaluate_infer(bundle_copy, tmp_path):
     make_synthetic_dataset(data, spatial_dims=3, num_classes=2, num_train=3, num_val=1, num_test=2, shape=(40, 48, 12))
     configs = bundle_copy / "configs"
     overrides = {"backbone": "sam_vit_test", "dataset_dir": str(data)}
-    train = _run(
-        _workflow(configs, ["train.json", "multiclass.json"], "train", **overrides, **{"train#trainer#max_epochs": 1})
+    train = run_workflow(
+        bundle_workflow(
+            configs, ["train.json", "multiclass.json"], "train", **overrides, **{"train#trainer#max_epochs": 1}
+        )
     )
     net = train.parser.get_parsed_content("network")
     assert net.num_classes == 2 and net.parameter_report.groups["multiclass_head"] > 0
     assert (bundle_copy / "models" / "model.pt").is_file()
 
-    _run(_workflow(configs, ["train.json", "evaluate.json", "multiclass.json"], "train", **overrides))
+    run_workflow(bundle_workflow(configs, ["train.json", "evaluate.json", "multiclass.json"], "train", **overrides))
     eval_dir = bundle_copy / "eval"
     raw = (eval_dir / "val_mean_dice_raw.csv").read_text().splitlines()
     assert raw[0].split(",")[1:] == ["class0", "class1", "mean"] and len(raw) == 1 + 2  # per class, per volume
@@ -118,7 +77,11 @@ def test_multiclass_3d_train_evaluate_infer(bundle_copy, tmp_path):
     assert len(prediction) == 2
 
     out = tmp_path / "infer"
-    _run(_workflow(configs, ["inference.json", "multiclass_inference.json"], "infer", **overrides, output_dir=str(out)))
+    run_workflow(
+        bundle_workflow(
+            configs, ["inference.json", "multiclass_inference.json"], "infer", **overrides, output_dir=str(out)
+        )
+    )
     volumes = sorted(out.glob("*_seg.nii.gz"))
     assert len(volumes) == 2
     for volume in volumes:
@@ -133,23 +96,8 @@ def test_multiclass_3d_train_evaluate_infer(bundle_copy, tmp_path):
 def test_litemedsam_multiclass_path_on_real_hippocampus(shared_data, bundle_copy, tmp_path):
     # the real multi-class path on CPU: case-level datalist of the MSD volumes, LiteMedSAM's real weights, two
     # training iterations on sampled slices, volumetric evaluation of a test volume with per-class Dice
-    from common.data import build_datalist, write_datalist
-
     data = tmp_path / "hippocampus"
-    datalist = build_datalist(
-        shared_data / "msd_hippocampus",
-        "images",
-        "labels",
-        val_fraction=0.008,
-        test_fraction=0.2,
-        seed=0,
-        relative_to=data,
-        skip_unlabelled=True,
-    )
-    assert len(datalist["training"]) + len(datalist["validation"]) + len(datalist["testing"]) == 260
-    # one validation and one test volume keep the test to about a minute (LiteMedSAM segments ~36 slices a volume)
-    datalist["validation"], datalist["testing"] = datalist["validation"][:1], datalist["testing"][:1]
-    write_datalist(datalist, data)
+    write_hippocampus_datalist(shared_data / "msd_hippocampus", data)
     configs = bundle_copy / "configs"
     overrides = {
         "backbone": "litemedsam",
@@ -158,8 +106,8 @@ def test_litemedsam_multiclass_path_on_real_hippocampus(shared_data, bundle_copy
         "batch_size": 1,
         "samples_per_volume": 2,
     }
-    _run(
-        _workflow(
+    run_workflow(
+        bundle_workflow(
             configs,
             ["train.json", "multiclass.json"],
             "train",
@@ -167,7 +115,7 @@ def test_litemedsam_multiclass_path_on_real_hippocampus(shared_data, bundle_copy
             **{"train#trainer#max_epochs": 1, "train#trainer#epoch_length": 2},
         )
     )
-    _run(_workflow(configs, ["train.json", "evaluate.json", "multiclass.json"], "train", **overrides))
+    run_workflow(bundle_workflow(configs, ["train.json", "evaluate.json", "multiclass.json"], "train", **overrides))
     raw = (bundle_copy / "eval" / "val_mean_dice_raw.csv").read_text().splitlines()
     assert len(raw) == 1 + 1 and raw[0].endswith("class0,class1,mean")
     prediction = sorted((bundle_copy / "eval" / "predictions").glob("*_seg.nii.gz"))[0]
@@ -180,19 +128,19 @@ def test_multiclass_2d_train_and_evaluate(bundle_copy, tmp_path):
     make_synthetic_dataset(data, spatial_dims=2, num_classes=2, num_train=4, num_val=2, num_test=2)
     configs = bundle_copy / "configs"
     overrides = {"backbone": "sam_vit_test", "dataset_dir": str(data)}
-    _run(
-        _workflow(
+    run_workflow(
+        bundle_workflow(
             configs, ["train.json", "multiclass_2d.json"], "train", **overrides, **{"train#trainer#max_epochs": 1}
         )
     )
-    _run(_workflow(configs, ["train.json", "evaluate.json", "multiclass_2d.json"], "train", **overrides))
+    run_workflow(bundle_workflow(configs, ["train.json", "evaluate.json", "multiclass_2d.json"], "train", **overrides))
     raw = (bundle_copy / "eval" / "val_mean_dice_raw.csv").read_text().splitlines()
     assert raw[0].split(",")[1:] == ["class0", "class1", "mean"] and len(raw) == 1 + 2
     labels = [np.asarray(Image.open(p)) for p in sorted((bundle_copy / "eval" / "predictions").glob("*_seg.png"))]
     assert len(labels) == 2 and all(set(np.unique(lab)) <= {0, 1, 2} for lab in labels)
     out = tmp_path / "infer"
-    _run(
-        _workflow(
+    run_workflow(
+        bundle_workflow(
             configs, ["inference.json", "multiclass_2d_inference.json"], "infer", **overrides, output_dir=str(out)
         )
     )

@@ -4,68 +4,27 @@ volumetric evaluation) and on 2D images."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-import yaml
-from bundle_helpers import bundle_workflow
-from monai.bundle import verify_metadata
+from bundle_helpers import bundle_workflow, check_bundle_files, run_workflow, write_hippocampus_datalist
 from PIL import Image
 
-from common.backbones import OFFICIAL_CHECKPOINTS
 from common.data import make_synthetic_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = REPO_ROOT / "bundles" / "s_sam_text_prompted_segmentation"
-SCHEMA = REPO_ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
-
-
-def _run(workflow):
-    workflow.initialize()
-    assert workflow.check_properties() == []
-    workflow.run()
-    workflow.finalize()
-    return workflow
 
 
 def test_bundle_files_metadata_and_large_files():
-    for name in (
-        "metadata.json",
-        "train.json",
-        "evaluate.json",
-        "inference.json",
-        "multi_gpu_train.json",
-        "logging.conf",
-        "ct_liver.json",
-        "images_2d.json",
-        "images_2d_inference.json",
-    ):
-        assert (BUNDLE / "configs" / name).is_file(), name
-    for name in ("LICENSE", "large_files.yml", "docs/README.md", "docs/data_license.txt"):
-        assert (BUNDLE / name).is_file(), name
-    if SCHEMA.is_file():
-        verify_metadata(meta_file=str(BUNDLE / "configs" / "metadata.json"), filepath=str(SCHEMA))
-    entry = yaml.safe_load((BUNDLE / "large_files.yml").read_text())["large_files"][0]
-    official = OFFICIAL_CHECKPOINTS["sam_vit_b"]
-    assert (entry["url"], entry["hash_val"]) == (official.url, official.sha256)
+    check_bundle_files(BUNDLE, ["ct_liver.json", "images_2d.json", "images_2d_inference.json"], "sam_vit_b")
+    assert (BUNDLE / "docs" / "data_license.txt").is_file()
     meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
     train = json.loads((BUNDLE / "configs" / "train.json").read_text())
     assert train["text_encoder"] in meta["text_encoder"].lower()  # the metadata says which text encoder is used
-
-
-@pytest.fixture
-def bundle_copy(tmp_path):
-    root = tmp_path / "bundle"
-    shutil.copytree(BUNDLE, root)
-    cwd = os.getcwd()
-    os.chdir(root)  # bundle_root stays "."
-    yield root
-    os.chdir(cwd)
 
 
 def test_volumes_train_evaluate_infer(bundle_copy, tmp_path):
@@ -91,7 +50,7 @@ def test_volumes_train_evaluate_infer(bundle_copy, tmp_path):
     # the checkpoint carries the label-name prompts it was trained with (and BatchNorm statistics)
     assert {"text_affine.text_embeddings", "text_affine.norm.running_mean"} <= set(checkpoint)
 
-    _run(bundle_workflow(configs, ["train.json", "evaluate.json"], "train", **overrides))
+    run_workflow(bundle_workflow(configs, ["train.json", "evaluate.json"], "train", **overrides))
     eval_dir = bundle_copy / "eval"
     metrics = dict(line.split(",") for line in (eval_dir / "metrics.csv").read_text().splitlines())
     assert set(metrics) == {"val_mean_dice", "val_mean_iou", "val_hd95_mm", "val_empty_class_fp"}
@@ -101,7 +60,7 @@ def test_volumes_train_evaluate_infer(bundle_copy, tmp_path):
     assert len(predictions) == 2
 
     out = tmp_path / "infer"
-    _run(bundle_workflow(configs, ["inference.json"], "infer", **overrides, output_dir=str(out)))
+    run_workflow(bundle_workflow(configs, ["inference.json"], "infer", **overrides, output_dir=str(out)))
     volumes = sorted(out.glob("*_seg.nii.gz"))
     assert len(volumes) == 2
     for volume in volumes:
@@ -123,7 +82,7 @@ def test_images_2d_train_evaluate_infer(bundle_copy, tmp_path):
         "batch_size": 2,
         "label_names": {"1": "square", "2": "disc"},
     }
-    _run(
+    run_workflow(
         bundle_workflow(
             configs,
             ["train.json", "images_2d.json"],
@@ -132,11 +91,11 @@ def test_images_2d_train_evaluate_infer(bundle_copy, tmp_path):
             **{"train#trainer#max_epochs": 1, "val_interval": 1},
         )
     )
-    _run(bundle_workflow(configs, ["train.json", "evaluate.json", "images_2d.json"], "train", **overrides))
+    run_workflow(bundle_workflow(configs, ["train.json", "evaluate.json", "images_2d.json"], "train", **overrides))
     labels = [np.asarray(Image.open(p)) for p in sorted((bundle_copy / "eval" / "predictions").glob("*_seg.png"))]
     assert len(labels) == 2 and all(set(np.unique(lab)) <= {0, 1, 2} for lab in labels)
     out = tmp_path / "infer"
-    _run(
+    run_workflow(
         bundle_workflow(
             configs, ["inference.json", "images_2d_inference.json"], "infer", **overrides, output_dir=str(out)
         )
@@ -151,24 +110,11 @@ def test_litemedsam_on_real_hippocampus_volumes(shared_data, bundle_copy, tmp_pa
     # the real path on CPU: case-level datalist of the MSD volumes, LiteMedSAM's real weights, the packaged text
     # encoder on the two label names, two training iterations on sampled slices, volumetric evaluation of a test
     # volume with per-class Dice and HD95 in mm
-    from common.data import build_datalist, write_datalist
-
     data = tmp_path / "hippocampus"
-    datalist = build_datalist(
-        shared_data / "msd_hippocampus",
-        "images",
-        "labels",
-        val_fraction=0.008,
-        test_fraction=0.2,
-        seed=0,
-        relative_to=data,
-        skip_unlabelled=True,
-    )
-    datalist["validation"], datalist["testing"] = datalist["validation"][:1], datalist["testing"][:1]
-    write_datalist(datalist, data)
+    write_hippocampus_datalist(shared_data / "msd_hippocampus", data)
     configs = bundle_copy / "configs"
     overrides = {"backbone": "litemedsam", "dataset_dir": str(data), "num_workers": 0, "batch_size": 1}
-    train = _run(
+    train = run_workflow(
         bundle_workflow(
             configs,
             ["train.json"],
@@ -178,7 +124,7 @@ def test_litemedsam_on_real_hippocampus_volumes(shared_data, bundle_copy, tmp_pa
         )
     )
     assert "all-MiniLM-L6-v2" in train.parser.get_parsed_content("network").text_encoder_description
-    _run(bundle_workflow(configs, ["train.json", "evaluate.json"], "train", **overrides))
+    run_workflow(bundle_workflow(configs, ["train.json", "evaluate.json"], "train", **overrides))
     raw = (bundle_copy / "eval" / "val_hd95_mm_raw.csv").read_text().splitlines()
     assert len(raw) == 1 + 1 and raw[0].endswith("class0,class1,mean")
     prediction = sorted((bundle_copy / "eval" / "predictions").glob("*_seg.nii.gz"))[0]

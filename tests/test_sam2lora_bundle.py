@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from bundle_helpers import bundle_workflow
+from bundle_helpers import STANDARD_FILES, bundle_workflow
 from monai.bundle import verify_metadata
 from PIL import Image
 
@@ -28,14 +28,7 @@ def _workflow(files, workflow_type, configs=CONFIGS, **override):
 
 
 def test_bundle_file_set():
-    for name in (
-        "metadata.json",
-        "train.json",
-        "evaluate.json",
-        "inference.json",
-        "multi_gpu_train.json",
-        "logging.conf",
-    ):
+    for name in STANDARD_FILES:
         assert (CONFIGS / name).is_file(), name
     for name in ("LICENSE", "large_files.yml", "docs/README.md"):
         assert (BUNDLE / name).is_file(), name

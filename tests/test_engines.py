@@ -92,6 +92,12 @@ def test_empty_class_false_positive_rate_scores_only_absent_classes():
     assert torch.isnan(values[0, 0])  # class present: Dice's business
     assert values[0, 1].item() == 0.0 and values[1, 0].item() == 0.0 and values[1, 1].item() == 1.0
     assert metric.aggregate().item() == pytest.approx((0.0 + 0.5) / 2)  # class 1: 0 of 1, class 2: 1 of 2
+    full = torch.zeros(1, 3, 4, 4)
+    full[0, 1, 0, 0] = full[0, 2, 1, 1] = 1
+    full[:, 0] = 1 - full[:, 1:].amax(1)
+    every_class_present = EmptyClassFalsePositiveRate()
+    every_class_present(full, full)
+    assert torch.isnan(every_class_present.aggregate())  # nothing to score: undefined, not a perfect 0
 
 
 def test_hausdorff_distance_in_millimetres_uses_each_case_spacing():
@@ -109,3 +115,8 @@ def test_hausdorff_distance_in_millimetres_uses_each_case_spacing():
     anisotropic = MetaTensor(y, affine=torch.diag(torch.tensor([1.0, 1.0, 2.5, 1.0])))
     handler.update(([pred, pred], [anisotropic, y]))  # second case without metadata: voxels
     assert handler.metric_fn.get_buffer()[:, 0].tolist() == pytest.approx([7.5, 3.0])
+    handler.metric_fn.reset()
+    empty = torch.zeros_like(pred)
+    empty[0] = 1
+    handler.update(([empty], [anisotropic]))  # nothing predicted: undefined, not 0 mm
+    assert not torch.isfinite(handler.metric_fn.aggregate()).any()

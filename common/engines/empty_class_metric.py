@@ -48,8 +48,9 @@ class EmptyClassFalsePositiveRate(CumulativeIterationMetric):
         data = self.get_buffer()
         if not isinstance(data, torch.Tensor):
             raise ValueError("the data to aggregate must be a PyTorch Tensor")
-        value, _ = do_metric_reduction(data, reduction or self.reduction)
-        return value
+        value, not_nans = do_metric_reduction(data, reduction or self.reduction)
+        # MONAI's reduction reports 0 when every value is NaN; no absent class at all is "undefined", not "no error"
+        return torch.where(not_nans > 0, value, torch.full_like(value, float("nan")))
 
 
 class EmptyClassFalsePositiveHandler(IgniteMetricHandler):

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from monai.data import MetaTensor
 from monai.handlers import IgniteMetricHandler
 from monai.metrics import HausdorffDistanceMetric
+from monai.metrics.utils import do_metric_reduction
 
 __all__ = ["HausdorffDistanceMm"]
+
+
+class _HausdorffDistanceNanAware(HausdorffDistanceMetric):
+    """MONAI's metric, except that a mean over no defined value is NaN instead of 0: HD95 is undefined for a case
+    whose prediction (or ground truth) is empty, and a run that predicted nothing must not read as "0 mm"."""
+
+    def aggregate(self, reduction=None):
+        value, not_nans = do_metric_reduction(self.get_buffer(), reduction or self.reduction)
+        return torch.where(not_nans > 0, value, torch.full_like(value, float("nan")))
 
 
 class HausdorffDistanceMm(IgniteMetricHandler):
@@ -16,7 +27,8 @@ class HausdorffDistanceMm(IgniteMetricHandler):
 
     MONAI's handler calls the metric without spacing, so its distances are in voxels; this one reads each case's
     voxel size from the ground truth's affine (``MetaTensor.pixdim``, as loaded) and passes it on. Cases without
-    metadata fall back to voxels (spacing 1).
+    metadata fall back to voxels (spacing 1). Where no case has a defined distance (e.g. every prediction empty) the
+    mean is NaN, not MONAI's 0.
 
     Args:
         include_background, percentile, distance_metric, directed, reduction, save_details: as MONAI's handler.
@@ -33,7 +45,7 @@ class HausdorffDistanceMm(IgniteMetricHandler):
         output_transform=lambda x: x,
         save_details: bool = True,
     ) -> None:
-        metric = HausdorffDistanceMetric(
+        metric = _HausdorffDistanceNanAware(
             include_background=include_background,
             distance_metric=distance_metric,
             percentile=percentile,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from monai.handlers import IgniteMetricHandler
 from monai.metrics import CumulativeIterationMetric
-from monai.metrics.utils import do_metric_reduction, ignore_background
+from monai.metrics.utils import ignore_background
 from monai.utils import MetricReduction
+
+from .reduction import reduce_defined
 
 __all__ = ["EmptyClassFalsePositiveRate", "EmptyClassFalsePositiveHandler"]
 
@@ -48,9 +50,7 @@ class EmptyClassFalsePositiveRate(CumulativeIterationMetric):
         data = self.get_buffer()
         if not isinstance(data, torch.Tensor):
             raise ValueError("the data to aggregate must be a PyTorch Tensor")
-        value, not_nans = do_metric_reduction(data, reduction or self.reduction)
-        # MONAI's reduction reports 0 when every value is NaN; no absent class at all is "undefined", not "no error"
-        return torch.where(not_nans > 0, value, torch.full_like(value, float("nan")))
+        return reduce_defined(data, reduction or self.reduction)
 
 
 class EmptyClassFalsePositiveHandler(IgniteMetricHandler):

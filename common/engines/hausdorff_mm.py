@@ -4,22 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from monai.data import MetaTensor
 from monai.handlers import IgniteMetricHandler
 from monai.metrics import HausdorffDistanceMetric
-from monai.metrics.utils import do_metric_reduction
+
+from .reduction import reduce_defined
 
 __all__ = ["HausdorffDistanceMm"]
 
 
 class _HausdorffDistanceNanAware(HausdorffDistanceMetric):
-    """MONAI's metric, except that a mean over no defined value is NaN instead of 0: HD95 is undefined for a case
-    whose prediction (or ground truth) is empty, and a run that predicted nothing must not read as "0 mm"."""
+    """MONAI's metric whose mean over no defined distance is NaN (every prediction empty), not "0 mm"."""
 
     def aggregate(self, reduction=None):
-        value, not_nans = do_metric_reduction(self.get_buffer(), reduction or self.reduction)
-        return torch.where(not_nans > 0, value, torch.full_like(value, float("nan")))
+        return reduce_defined(self.get_buffer(), reduction or self.reduction)
 
 
 class HausdorffDistanceMm(IgniteMetricHandler):
@@ -58,12 +56,8 @@ class HausdorffDistanceMm(IgniteMetricHandler):
         if len(output) != 2:
             raise ValueError(f"output must have length 2, got {len(output)}.")
         y_pred, y = output
-        cases = y if isinstance(y, (list, tuple)) else list(y)
-        spatial_dims = cases[0].ndim - 1
-        spacing = [
-            [float(s) for s in case.pixdim[:spatial_dims]] if isinstance(case, MetaTensor) else [1.0] * spatial_dims
-            for case in cases
-        ]
-        for pred, label, case_spacing in zip(y_pred, cases, spacing):
+        for pred, label in zip(y_pred, y):
+            spatial_dims = label.ndim - 1
+            spacing = [float(s) for s in label.pixdim[:spatial_dims]] if isinstance(label, MetaTensor) else None
             # one call per case: MONAI takes one spacing for a whole batch unless given per-case sequences
-            self.metric_fn([pred], [label], spacing=case_spacing)
+            self.metric_fn([pred], [label], spacing=spacing)

@@ -60,8 +60,11 @@ SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "monai" / "meta_schema
 
 
 def check_bundle_files(bundle: Path, extra_configs: Sequence[str], backbone: str) -> None:
-    """The model-zoo file set plus ``extra_configs``, metadata valid against MONAI's schema (when ``../shared`` has
-    it), and ``large_files.yml`` naming the official checkpoint of ``backbone`` with its recorded sha256."""
+    """The model-zoo file set plus ``extra_configs`` and no ``scripts/``, metadata valid against MONAI's schema (when
+    ``../shared`` has it) with its version in the changelog and this package among the required ones, and
+    ``large_files.yml`` naming the official checkpoint of ``backbone`` with its recorded sha256."""
+    import json
+
     import yaml
     from monai.bundle import verify_metadata
 
@@ -72,8 +75,13 @@ def check_bundle_files(bundle: Path, extra_configs: Sequence[str], backbone: str
     for name in ("LICENSE", "large_files.yml", "docs/README.md", "models/README.md"):
         assert (bundle / name).is_file(), name
     assert not (bundle / "scripts").exists()  # configuration only: the code lives in the installed package
+    meta_file = bundle / "configs" / "metadata.json"
     if SCHEMA.is_file():
-        verify_metadata(meta_file=str(bundle / "configs" / "metadata.json"), filepath=str(SCHEMA))
-    entry = yaml.safe_load((bundle / "large_files.yml").read_text())["large_files"][0]
+        verify_metadata(meta_file=str(meta_file), filepath=str(SCHEMA))
+    meta = json.loads(meta_file.read_text())
+    assert meta["version"] in meta["changelog"]
+    assert "monai-sam-peft" in meta["required_packages_version"]
+    entries = {e["path"]: e for e in yaml.safe_load((bundle / "large_files.yml").read_text())["large_files"]}
     official = OFFICIAL_CHECKPOINTS[backbone]
-    assert (entry["url"], entry["hash_val"]) == (official.url, official.sha256)
+    entry = entries[f"models/{official.filename}"]
+    assert (entry["url"], entry["hash_val"], entry["hash_type"]) == (official.url, official.sha256, "sha256")

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
-from bundle_helpers import STANDARD_FILES, bundle_workflow
-from monai.bundle import verify_metadata
+from bundle_helpers import bundle_workflow, check_bundle_files
 from PIL import Image
 
-from common.backbones import OFFICIAL_CHECKPOINTS
 from common.data import SamplePromptsd, make_synthetic_dataset
 from common.networks import Sam2LoraNet
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = REPO_ROOT / "bundles" / "sam2lora_fundus_segmentation"
-SCHEMA = REPO_ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
 CONFIGS = BUNDLE / "configs"
 
 
@@ -27,29 +22,8 @@ def _workflow(files, workflow_type, configs=CONFIGS, **override):
     return bundle_workflow(configs, files, workflow_type, **override)
 
 
-def test_bundle_file_set():
-    for name in STANDARD_FILES:
-        assert (CONFIGS / name).is_file(), name
-    for name in ("LICENSE", "large_files.yml", "docs/README.md"):
-        assert (BUNDLE / name).is_file(), name
-    assert not (BUNDLE / "scripts").exists()
-
-
-def test_metadata_is_valid_against_the_schema(tmp_path):
-    if not SCHEMA.is_file():
-        pytest.skip(f"{SCHEMA} is absent (it sits beside the repository in CI)")
-    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
-    meta = json.loads((CONFIGS / "metadata.json").read_text())
-    assert meta["version"] in meta["changelog"]
-    assert "monai-sam-peft" in meta["required_packages_version"]
-
-
-def test_large_files_match_the_recorded_checksums():
-    entries = yaml.safe_load((BUNDLE / "large_files.yml").read_text())["large_files"]
-    by_path = {e["path"]: e for e in entries}
-    official = OFFICIAL_CHECKPOINTS["sam2.1_hiera_l"]
-    entry = by_path[f"models/{official.filename}"]
-    assert entry["url"] == official.url and entry["hash_val"] == official.sha256 and entry["hash_type"] == "sha256"
+def test_bundle_files_metadata_and_large_files():
+    check_bundle_files(BUNDLE, [], "sam2.1_hiera_l")
 
 
 def test_lora_placement_and_share_on_the_test_backbone():

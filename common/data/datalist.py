@@ -24,6 +24,7 @@ __all__ = [
     "build_datalist",
     "write_datalist",
     "load_datalist",
+    "report",
     "split_cases",
 ]
 
@@ -154,3 +155,11 @@ def load_datalist(dataset_dir: str | os.PathLike, split: str = "training", name:
             if key in item and not Path(item[key]).exists():
                 raise FileNotFoundError(f"{path} lists {item[key]} ({split}/{key}), which does not exist")
     return data
+
+
+def report(path: str | os.PathLike) -> str:
+    """One line saying what a written datalist holds: cases per split and the label names."""
+    datalist = json.loads(Path(path).read_text())
+    counts = ", ".join(f"{len(v)} {k}" for k, v in datalist.items() if isinstance(v, list))
+    labels = f"; labels {datalist['labels']}" if datalist.get("labels") else ""
+    return f"wrote {path}: {counts}{labels}"

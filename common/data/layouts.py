@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .datalist import write_datalist
+from .datalist import report, write_datalist
 
 __all__ = [
     "LayoutCase",
@@ -184,11 +184,3 @@ def layout_parser(prog: str, description: str, readers: Mapping[str, tuple[str, 
     parser.add_argument("--val_fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     return parser
-
-
-def report(path: Path) -> str:
-    """One line saying what a written datalist holds."""
-    import json
-
-    counts = {k: len(v) for k, v in json.loads(Path(path).read_text()).items() if isinstance(v, list)}
-    return f"wrote {path}: {counts}"

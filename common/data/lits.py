@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from .datalist import split_cases, write_datalist
+from .datalist import report, split_cases, write_datalist
 
 __all__ = ["LITS_LABELS", "build_lits_datalist", "find_lits_cases"]
 
@@ -89,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     datalist = build_lits_datalist(
         args.dataset_dir, args.val_fraction, args.test_fraction, args.seed, relative_to=output_dir
     )
-    path = write_datalist(datalist, output_dir)
-    counts = ", ".join(f"{len(datalist[s])} {s}" for s in ("training", "validation", "testing"))
-    print(f"wrote {path}: {counts} volumes; labels {datalist['labels']}")
+    print(report(write_datalist(datalist, output_dir)))
     return 0
 
 

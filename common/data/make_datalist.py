@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from .datalist import build_datalist, write_datalist
+from .datalist import build_datalist, report, write_datalist
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         skip_unlabelled=args.skip_unlabelled,
     )
     path = write_datalist(datalist, output_dir)
-    print(f"wrote {path}: " + ", ".join(f"{k} {len(datalist[k])}" for k in ("training", "validation", "testing")))
+    print(report(path))
     return 0
 
 

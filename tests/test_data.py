@@ -169,3 +169,40 @@ def test_lits_layout_datalist(tmp_path):
     (root / "Training Batch 2" / "segmentation-9.nii").unlink()
     with pytest.raises(ValueError, match="volume-9.nii"):
         build_lits_datalist(root)
+
+
+def test_synapse_datalist_keeps_the_benchmark_test_cases_and_maps_13_labels_to_8(tmp_path):
+    import json
+
+    from monai.transforms import MapLabelValue
+
+    from common.data.synapse import (
+        SYNAPSE_LABELS,
+        SYNAPSE_RAW_LABELS,
+        SYNAPSE_TARGET_LABELS,
+        SYNAPSE_TEST_CASES,
+        main,
+    )
+
+    root = tmp_path / "RawData" / "Training"
+    (root / "img").mkdir(parents=True)
+    (root / "label").mkdir()
+    numbers = ["0001", "0002", "0005", "0006", "0007", "0009", "0010", "0022"]
+    for n in numbers:
+        (root / "img" / f"img{n}.nii.gz").write_bytes(b"x")
+        (root / "label" / f"label{n}.nii.gz").write_bytes(b"x")
+    assert main(["--dataset_dir", str(tmp_path), "--output_dir", str(tmp_path / "out"), "--val_cases", "1"]) == 0
+    datalist = json.loads((tmp_path / "out" / "datalist.json").read_text())
+    assert datalist["labels"] == SYNAPSE_LABELS and len(SYNAPSE_LABELS) == 8
+    test = sorted(e["image"].split("img")[-1][:4] for e in datalist["testing"])
+    assert test == ["0001", "0002", "0022"] and set(test) <= set(SYNAPSE_TEST_CASES)
+    assert len(datalist["validation"]) == 1 and len(datalist["training"]) == 4
+    assert (tmp_path / "out" / datalist["training"][0]["label"]).resolve().is_file()
+
+    # raw BTCV ids → benchmark ids: spleen 1→7, aorta 8→1, pancreas 11→6, oesophagus 5 and the veins → background
+    mapped = MapLabelValue(SYNAPSE_RAW_LABELS, SYNAPSE_TARGET_LABELS)(np.arange(14))
+    assert mapped.tolist() == [0, 7, 4, 3, 2, 0, 5, 8, 1, 0, 0, 6, 0, 0]
+
+    (root / "label" / "label0010.nii.gz").unlink()
+    with pytest.raises(ValueError, match="without label"):
+        main(["--dataset_dir", str(tmp_path), "--output_dir", str(tmp_path / "out2")])

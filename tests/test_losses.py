@@ -99,3 +99,33 @@ def test_iou_term_reads_the_network_prediction():
     assert not list(loss.parameters()) and "_iou_source" not in dict(loss.named_modules())
     expected = CompositeSegmentationLoss()(logits, target) + 0.1 * abs(0.9 - 1 / 3)
     assert loss(logits, target).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_boundary_loss_weight_ramps_linearly_and_zero_weight_skips_it():
+    from monai.losses import BoundaryLoss, DiceCELoss
+
+    from common.losses import WithBoundaryLoss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 1, 16, 16)
+    target = (torch.rand(2, 1, 16, 16) > 0.7).float()
+    region, boundary = DiceCELoss(sigmoid=True), BoundaryLoss(sigmoid=True)
+    loss = WithBoundaryLoss(region, boundary, max_weight=0.3, ramp_iterations=4)
+    weights = []
+    for _ in range(6):
+        weights.append(loss.boundary_weight)
+        value = loss(logits, target)
+        expected = region(logits, target) + weights[-1] * boundary(logits, target)
+        assert torch.allclose(value, expected)
+    assert weights == pytest.approx([0.0, 0.075, 0.15, 0.225, 0.3, 0.3])
+    loss.eval()
+    loss(logits, target)
+    assert int(loss.step) == 6  # evaluation calls do not advance the ramp
+    assert "step" in loss.state_dict()  # resumable
+
+    class Exploding(torch.nn.Module):
+        def forward(self, *_):
+            raise AssertionError("the boundary loss must not run at weight 0")
+
+    off = WithBoundaryLoss(region, Exploding(), max_weight=0.0)
+    assert torch.allclose(off(logits, target), region(logits, target))

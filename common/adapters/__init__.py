@@ -10,7 +10,8 @@ Typical use::
     save_adapter_checkpoint(sam, "models/model.pt")
 """
 
-from .config import AdapterConfig, ConvLoraConfig, LoraConfig, SvdConfig
+from .bottleneck import BottleneckAdapterLinear
+from .config import AdapterConfig, BottleneckConfig, ConvLoraConfig, LoraConfig, SvdConfig
 from .conv_lora import ConvLoraLinear, coefficient_of_variation_squared
 from .inject import (
     adapter_layers,
@@ -37,6 +38,8 @@ __all__ = [
     "AdapterConfig",
     "AdapterLayer",
     "AdapterStateView",
+    "BottleneckAdapterLinear",
+    "BottleneckConfig",
     "ConvLoraConfig",
     "ConvLoraLinear",
     "LoraConfig",

@@ -14,7 +14,7 @@ from torch import nn
 if TYPE_CHECKING:
     from .layer import AdapterLayer
 
-__all__ = ["AdapterConfig", "ConvLoraConfig", "LoraConfig", "SvdConfig"]
+__all__ = ["AdapterConfig", "BottleneckConfig", "ConvLoraConfig", "LoraConfig", "SvdConfig"]
 
 
 @dataclass
@@ -124,3 +124,25 @@ class SvdConfig(AdapterConfig):
         from .svd import SvdLayer
 
         return SvdLayer(base_layer, regularization_weight=self.regularization_weight)
+
+
+@dataclass
+class BottleneckConfig(AdapterConfig):
+    """Sequential bottleneck adapters (Houlsby et al., 2019) on the output of the targeted linear layers.
+
+    Attributes:
+        rank: bottleneck width r.
+        dropout: dropout on the adapter branch input.
+    """
+
+    rank: int = 32
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ValueError(f"bottleneck rank must be >= 1, got {self.rank}")
+
+    def create_layer(self, base_layer: nn.Module) -> AdapterLayer:
+        from .bottleneck import BottleneckAdapterLinear
+
+        return BottleneckAdapterLinear(base_layer, rank=self.rank, dropout=self.dropout)

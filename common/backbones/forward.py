@@ -17,6 +17,7 @@ __all__ = [
     "ImageFeatures",
     "decode_masks",
     "encode_image",
+    "encoder_family",
     "mask_decoder_of",
     "prompt_embeddings",
     "prompt_encoder_of",
@@ -60,6 +61,15 @@ def encode_image(sam: nn.Module, image: torch.Tensor) -> ImageFeatures:
     batch = image.shape[0]
     maps = [f.permute(1, 2, 0).reshape(batch, -1, *size) for f, size in zip(vision_feats, feat_sizes)]
     return ImageFeatures(embedding=maps[-1], high_res=maps[:-1] if sam.use_high_res_features_in_sam else [])
+
+
+def encoder_family(sam: nn.Module) -> str:
+    """The image encoder's architecture family, which fixes its module names: ``"sam_vit"`` (SAM ViT-B/L/H),
+    ``"tiny_vit"`` (LiteMedSAM) or ``"hiera"`` (SAM2)."""
+    encoder = sam.image_encoder
+    if hasattr(encoder, "trunk"):
+        return "hiera"
+    return "tiny_vit" if hasattr(encoder, "layers") else "sam_vit"
 
 
 def prompt_free_embeddings(sam: nn.Module, features: ImageFeatures) -> tuple[torch.Tensor, torch.Tensor]:

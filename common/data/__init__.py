@@ -1,6 +1,7 @@
 """Data contract shared by the bundles: MSD-style ``datalist.json`` helpers, a synthetic sample dataset, and the
 dictionary transforms the bundles need beyond MONAI's. Readers of published dataset layouts live in their own
-modules (``common.data.fundus``, ``common.data.lesions``, ``common.data.lits``), each also a command line tool."""
+modules (``common.data.fundus``, ``common.data.lesions``, ``common.data.lits``, ``common.data.synapse``), each also
+a command line tool."""
 
 from .datalist import (
     DATALIST_NAME,

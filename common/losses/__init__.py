@@ -1,5 +1,6 @@
 """Segmentation losses shared by the bundles (MONAI's losses are used directly wherever MONAI has them)."""
 
+from .boundary_ramp import WithBoundaryLoss
 from .composite import CompositeSegmentationLoss, soft_iou
 from .focal_tversky import FocalTverskyLoss
 from .mask_classification import MaskClassificationLoss
@@ -12,5 +13,6 @@ __all__ = [
     "MaskClassificationLoss",
     "StructureLoss",
     "WithAuxiliaryLoss",
+    "WithBoundaryLoss",
     "soft_iou",
 ]

@@ -11,7 +11,7 @@ from torch import nn
 
 from common.adapters import SvdConfig, auxiliary_loss, configure_trainable, inject_adapters
 from common.backbones import DEFAULT_CHECKPOINT
-from common.backbones.forward import ImageFeatures, mask_decoder_of, prompt_encoder_of
+from common.backbones.forward import ImageFeatures, encoder_family, mask_decoder_of, prompt_encoder_of
 from common.text_encoders import TextEncoder, build_text_encoder
 
 from .encoder_skip_fusion import run_decoder_transformer
@@ -36,19 +36,12 @@ S_SAM_SVD_TARGETS = {
 }
 
 
-def _encoder_family(sam: nn.Module) -> str:
-    encoder = sam.image_encoder
-    if hasattr(encoder, "trunk"):
-        return "hiera"
-    return "tiny_vit" if hasattr(encoder, "layers") else "sam_vit"
-
-
 def s_sam_trainable_groups(sam: nn.Module, prefix: str = "sam") -> dict[str, list[str]]:
     """The parameters S-SAM trains besides the SVD scales and shifts, as ``configure_trainable`` groups: the encoder
     blocks' LayerNorms, the mask decoder transformer's LayerNorms, and the absolute position embedding (ViT, Hiera;
     TinyViT has none)."""
     p = rf"{prefix}\.image_encoder"
-    family = _encoder_family(sam)
+    family = encoder_family(sam)
     decoder = "sam_mask_decoder" if hasattr(sam, "sam_mask_decoder") else "mask_decoder"
     groups = {
         "decoder_layernorms": [rf"{prefix}\.{decoder}\.transformer\.(layers\.\d+\.norm[1-4]|norm_final_attn)"],
@@ -116,7 +109,7 @@ class SSamNet(SamSegmentationNet):
         decoder = mask_decoder_of(self.sam)
         self.text_affine = TextAffineLayer(text_encoder.embed(self.label_names), decoder.transformer_dim)
 
-        self.family = _encoder_family(self.sam)
+        self.family = encoder_family(self.sam)
         self.adapted_layers = inject_adapters(
             self.sam,
             SvdConfig(

@@ -123,3 +123,43 @@ def test_trainable_share_on_sam_vit_b_at_256_matches_the_paper_arithmetic():
     assert groups["text_affine"] == 384 * 256 + 256 + 2 * 256  # Linear(384 -> 256) + BatchNorm1d(256)
     share = net.parameter_report.trainable / net.parameter_report.total
     assert 0.003 <= share <= 0.006  # paper: 0.4 %
+
+
+@pytest.mark.slow
+def test_prompt_options_benchmark_runs_on_real_slices(shared_data, tmp_path):
+    import json
+
+    from bundle_helpers import write_hippocampus_datalist
+
+    from common.benchmark.s_sam_prompt_options import main
+
+    write_hippocampus_datalist(shared_data / "msd_hippocampus", tmp_path / "data")
+    args = ["--dataset_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out")]
+    assert (
+        main(
+            [
+                *args,
+                "--num_volumes",
+                "4",
+                "--slices_per_volume",
+                "2",
+                "--iterations",
+                "2",
+                "--held_out_fraction",
+                "0.25",
+            ]
+        )
+        == 0
+    )
+    results = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+    assert [(r["use_dense_prompt"], r["use_image_pe"]) for r in results] == [
+        (False, False),
+        (False, True),
+        (True, False),
+        (True, True),
+    ]
+    for r in results:
+        assert set(r["held_out_dice"]) == {"anterior hippocampus", "posterior hippocampus"}
+        # NaN where a class is absent from the held-out slices and never predicted
+        assert all(0.0 <= d <= 1.0 or d != d for d in r["held_out_dice"].values())
+    assert (tmp_path / "out" / "results.md").read_text().count("\n") == 2 + 4

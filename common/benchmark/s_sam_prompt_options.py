@@ -1,0 +1,191 @@
+"""What S-SAM's two text-only prompting options change: a decoder-side comparison on real MR slices.
+
+S-SAM prompts the mask decoder with one token per label name. The reference drops SAM's dense "no mask" embedding
+and the image positional encoding in that case; ``SSamNet`` makes both options (``use_dense_prompt``,
+``use_image_pe``). This command trains the parts of S-SAM that sit after the image encoder (Text Affine Layer and
+the decoder transformer's LayerNorms) for each of the four combinations on the *same cached* LiteMedSAM image
+embeddings of hippocampus slices, and reports the Dice of each class on held-out slices from other volumes. The
+encoder's SVD scales are not trained here (that is what makes caching possible), so this isolates the prompting
+options from the encoder adaptation; it runs on 2 CPU cores in about 10 minutes.
+
+    python -m common.data.make_datalist --dataset_dir ../shared/data/msd_hippocampus --output_dir /tmp/hippo \\
+        --val_fraction 0.008 --test_fraction 0.2 --seed 0 --skip_unlabelled \\
+        --labels '{"1": "anterior hippocampus", "2": "posterior hippocampus"}'
+    python -m common.benchmark.s_sam_prompt_options --dataset_dir /tmp/hippo --output_dir /tmp/s_sam_options
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceFocalLoss
+from monai.transforms import (
+    Compose,
+    EnsureChannelFirstd,
+    LoadImaged,
+    Orientationd,
+    ResizeWithPadOrCropd,
+    ScaleIntensityRangePercentilesd,
+)
+
+from common.backbones.forward import ImageFeatures
+from common.data import load_datalist
+from common.networks import SamSegmentationNet, SSamNet
+
+__all__ = ["HIPPOCAMPUS_LABELS", "sample_slices", "train_decoder_side", "main"]
+
+HIPPOCAMPUS_LABELS = {"1": "anterior hippocampus", "2": "posterior hippocampus"}
+
+
+def sample_slices(
+    dataset_dir: str, num_volumes: int, slices_per_volume: int, size: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Foreground axial slices ``N×1×size×size`` (images scaled 0-1, label maps) of the first ``num_volumes``
+    training volumes, ``slices_per_volume`` drawn per volume, in volume order; plus the label names."""
+    # the label names prompt the decoder: the datalist's own, or MSD hippocampus's when it names none
+    labels = json.loads((Path(dataset_dir) / "datalist.json").read_text()).get("labels") or HIPPOCAMPUS_LABELS
+    load = Compose(
+        [
+            LoadImaged(["image", "label"], image_only=True),
+            EnsureChannelFirstd(["image", "label"]),
+            Orientationd(["image", "label"], axcodes="RAS"),
+            ScaleIntensityRangePercentilesd("image", 0.5, 99.5, 0.0, 1.0, clip=True),
+            ResizeWithPadOrCropd(["image", "label"], (size, size, -1)),
+        ]
+    )
+    rng = np.random.default_rng(seed)
+    images, maps = [], []
+    for item in load_datalist(dataset_dir, "training")[:num_volumes]:
+        data = load(item)
+        label = data["label"][0]
+        foreground = [z for z in range(label.shape[-1]) if label[..., z].any()]
+        for z in rng.choice(foreground, min(slices_per_volume, len(foreground)), replace=False):
+            images.append(torch.as_tensor(data["image"][0, ..., z]).float())
+            maps.append(torch.as_tensor(label[..., z]).float())
+    names = [labels[k] for k in sorted(labels, key=int)]
+    return torch.stack(images)[:, None], torch.stack(maps)[:, None], names
+
+
+def _class_targets(label_map: torch.Tensor, num_classes: int, size: tuple[int, int]) -> torch.Tensor:
+    label_map = F.interpolate(label_map, size=size, mode="nearest")
+    return torch.cat([(label_map == k) for k in range(1, num_classes + 1)], dim=1).float()
+
+
+def held_out_dice(net: SSamNet, embedding: torch.Tensor, label_map: torch.Tensor) -> list[float]:
+    """Dice per class over all held-out slices, label map = argmax over (0.5 background, class probabilities)."""
+    net.eval()
+    with torch.no_grad():
+        logits = net.decode_classes(ImageFeatures(embedding=embedding))
+    net.train()
+    background = torch.full_like(logits[:, :1], 0.5)
+    prediction = torch.cat([background, logits.sigmoid()], dim=1).argmax(1)
+    truth = F.interpolate(label_map, size=logits.shape[-2:], mode="nearest")[:, 0]
+    dice = []
+    for k in range(1, logits.shape[1] + 1):
+        overlap = ((prediction == k) & (truth == k)).sum().item()
+        total = (prediction == k).sum().item() + (truth == k).sum().item()
+        dice.append(2 * overlap / total if total else float("nan"))
+    return dice
+
+
+def train_decoder_side(
+    net: SSamNet,
+    embedding: torch.Tensor,
+    label_map: torch.Tensor,
+    iterations: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+) -> list[float]:
+    """Train everything of ``net`` outside the image encoder on cached embeddings with the bundle's loss; returns
+    the loss per iteration."""
+    torch.manual_seed(seed)
+    params = [p for n, p in net.named_parameters() if p.requires_grad and ".image_encoder." not in n]
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=1e-2)
+    loss_fn = DiceFocalLoss(sigmoid=True, gamma=3.0, alpha=0.75, smooth_nr=1.0, smooth_dr=1.0)
+    losses = []
+    for _ in range(iterations):
+        index = torch.randint(0, embedding.shape[0], (batch_size,))
+        logits = net.decode_classes(ImageFeatures(embedding=embedding[index]))
+        loss = loss_fn(logits, _class_targets(label_map[index], net.num_classes, logits.shape[-2:]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m common.benchmark.s_sam_prompt_options", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--dataset_dir", required=True, help="folder with a hippocampus-style datalist.json")
+    parser.add_argument("--output_dir", required=True, help="where results.json and results.md go")
+    parser.add_argument("--num_volumes", type=int, default=48, help="training volumes to draw slices from")
+    parser.add_argument("--slices_per_volume", type=int, default=3)
+    parser.add_argument("--held_out_fraction", type=float, default=1 / 6, help="last volumes' slices held out")
+    parser.add_argument("--iterations", type=int, default=100)
+    parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    started = time.time()
+    images, label_map, names = sample_slices(args.dataset_dir, args.num_volumes, args.slices_per_volume, 64, args.seed)
+    split = int(round(images.shape[0] * (1 - args.held_out_fraction)))
+    torch.manual_seed(args.seed)
+    encoder_net = SamSegmentationNet("litemedsam").eval()  # the frozen encoder every option shares
+    with torch.no_grad():
+        embedding = torch.cat(
+            [encoder_net.encode(encoder_net.preprocess(images[i : i + 8])).embedding for i in range(0, len(images), 8)]
+        )
+    print(f"cached LiteMedSAM embeddings of {len(images)} slices ({split} training, {len(images) - split} held out)")
+    results = []
+    for dense, pe in itertools.product((False, True), repeat=2):
+        torch.manual_seed(args.seed)
+        net = SSamNet("litemedsam", label_names=names, use_dense_prompt=dense, use_image_pe=pe)
+        t = time.time()
+        losses = train_decoder_side(
+            net, embedding[:split], label_map[:split], args.iterations, args.batch_size, args.learning_rate, args.seed
+        )
+        dice = held_out_dice(net, embedding[split:], label_map[split:])
+        row = {
+            "use_dense_prompt": dense,
+            "use_image_pe": pe,
+            "held_out_dice": dict(zip(names, dice)),
+            "loss_first_10": float(np.mean(losses[:10])),
+            "loss_last_10": float(np.mean(losses[-10:])),
+            "seconds": round(time.time() - t, 1),
+        }
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    output = Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    meta = {k: v for k, v in vars(args).items()}
+    meta["seconds_total"] = round(time.time() - started, 1)
+    (output / "results.json").write_text(json.dumps({"settings": meta, "results": results}, indent=2) + "\n")
+    lines = [
+        "| use_dense_prompt | use_image_pe | "
+        + " | ".join(f"held-out Dice {n}" for n in names)
+        + " | loss first → last 10 |",
+        "|---|---|" + "---|" * len(names) + "---|",
+    ]
+    for r in results:
+        dice = " | ".join(f"{d:.3f}" for d in r["held_out_dice"].values())
+        lines.append(
+            f"| {r['use_dense_prompt']} | {r['use_image_pe']} | {dice} | {r['loss_first_10']:.3f} → {r['loss_last_10']:.3f} |"
+        )
+    (output / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

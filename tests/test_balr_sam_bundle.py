@@ -146,3 +146,23 @@ def test_litemedsam_on_real_hippocampus(shared_data, bundle_copy, tmp_path):
     prediction = sorted((bundle_copy / "eval" / "predictions").glob("*_seg.nii.gz"))[0]
     source = shared_data / "msd_hippocampus" / "images" / prediction.name.replace("_seg", "")
     assert nib.load(prediction).shape == nib.load(source).shape
+
+
+@pytest.mark.slow
+def test_decoder_ablation_benchmark_runs_on_real_slices(shared_data, tmp_path):
+    from common.benchmark.balr_decoder_ablation import main
+
+    write_hippocampus_datalist(shared_data / "msd_hippocampus", tmp_path / "data")
+    args = ["--dataset_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out"), "--num_volumes", "3"]
+    assert main([*args, "--slices_per_volume", "2", "--iterations", "2", "--held_out_fraction", "0.34"]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+    assert [(r["use_tensor_attention"], r["boundary_loss"]) for r in results] == [
+        (True, True),
+        (True, False),
+        (False, True),
+        (False, False),
+    ]
+    # the tensor attention trains fewer decoder parameters; the loss with the boundary term differs once it ramps in
+    assert results[0]["trainable"] < results[2]["trainable"]
+    assert results[0]["loss_last_10"] != results[1]["loss_last_10"]
+    assert all(0.0 <= d <= 1.0 or d != d for r in results for d in r["held_out_dice"].values())

@@ -26,51 +26,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceFocalLoss
-from monai.transforms import (
-    Compose,
-    EnsureChannelFirstd,
-    LoadImaged,
-    Orientationd,
-    ResizeWithPadOrCropd,
-    ScaleIntensityRangePercentilesd,
-)
 
 from common.backbones.forward import ImageFeatures
-from common.data import load_datalist
-from common.networks import SamSegmentationNet, SSamNet
+from common.networks import SSamNet
 
-__all__ = ["HIPPOCAMPUS_LABELS", "sample_slices", "train_decoder_side", "main"]
+from .cached_slices import cache_embeddings, held_out_dice, sample_slices
 
-HIPPOCAMPUS_LABELS = {"1": "anterior hippocampus", "2": "posterior hippocampus"}
-
-
-def sample_slices(
-    dataset_dir: str, num_volumes: int, slices_per_volume: int, size: int, seed: int
-) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Foreground axial slices ``N×1×size×size`` (images scaled 0-1, label maps) of the first ``num_volumes``
-    training volumes, ``slices_per_volume`` drawn per volume, in volume order; plus the label names."""
-    # the label names prompt the decoder: the datalist's own, or MSD hippocampus's when it names none
-    labels = json.loads((Path(dataset_dir) / "datalist.json").read_text()).get("labels") or HIPPOCAMPUS_LABELS
-    load = Compose(
-        [
-            LoadImaged(["image", "label"], image_only=True),
-            EnsureChannelFirstd(["image", "label"]),
-            Orientationd(["image", "label"], axcodes="RAS"),
-            ScaleIntensityRangePercentilesd("image", 0.5, 99.5, 0.0, 1.0, clip=True),
-            ResizeWithPadOrCropd(["image", "label"], (size, size, -1)),
-        ]
-    )
-    rng = np.random.default_rng(seed)
-    images, maps = [], []
-    for item in load_datalist(dataset_dir, "training")[:num_volumes]:
-        data = load(item)
-        label = data["label"][0]
-        foreground = [z for z in range(label.shape[-1]) if label[..., z].any()]
-        for z in rng.choice(foreground, min(slices_per_volume, len(foreground)), replace=False):
-            images.append(torch.as_tensor(data["image"][0, ..., z]).float())
-            maps.append(torch.as_tensor(label[..., z]).float())
-    names = [labels[k] for k in sorted(labels, key=int)]
-    return torch.stack(images)[:, None], torch.stack(maps)[:, None], names
+__all__ = ["train_decoder_side", "main"]
 
 
 def _class_targets(label_map: torch.Tensor, num_classes: int, size: tuple[int, int]) -> torch.Tensor:
@@ -78,21 +40,14 @@ def _class_targets(label_map: torch.Tensor, num_classes: int, size: tuple[int, i
     return torch.cat([(label_map == k) for k in range(1, num_classes + 1)], dim=1).float()
 
 
-def held_out_dice(net: SSamNet, embedding: torch.Tensor, label_map: torch.Tensor) -> list[float]:
+def s_sam_held_out_dice(net: SSamNet, embedding: torch.Tensor, label_map: torch.Tensor) -> list[float]:
     """Dice per class over all held-out slices, label map = argmax over (0.5 background, class probabilities)."""
     net.eval()
     with torch.no_grad():
         logits = net.decode_classes(ImageFeatures(embedding=embedding))
     net.train()
     background = torch.full_like(logits[:, :1], 0.5)
-    prediction = torch.cat([background, logits.sigmoid()], dim=1).argmax(1)
-    truth = F.interpolate(label_map, size=logits.shape[-2:], mode="nearest")[:, 0]
-    dice = []
-    for k in range(1, logits.shape[1] + 1):
-        overlap = ((prediction == k) & (truth == k)).sum().item()
-        total = (prediction == k).sum().item() + (truth == k).sum().item()
-        dice.append(2 * overlap / total if total else float("nan"))
-    return dice
+    return held_out_dice(torch.cat([background, logits.sigmoid()], dim=1).argmax(1), label_map, net.num_classes)
 
 
 def train_decoder_side(
@@ -133,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--held_out_fraction", type=float, default=1 / 6, help="last volumes' slices held out")
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--batch_size", type=int, default=4)
-    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--learning_rate", type=float, default=1e-2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -141,11 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     images, label_map, names = sample_slices(args.dataset_dir, args.num_volumes, args.slices_per_volume, 64, args.seed)
     split = int(round(images.shape[0] * (1 - args.held_out_fraction)))
     torch.manual_seed(args.seed)
-    encoder_net = SamSegmentationNet("litemedsam").eval()  # the frozen encoder every option shares
-    with torch.no_grad():
-        embedding = torch.cat(
-            [encoder_net.encode(encoder_net.preprocess(images[i : i + 8])).embedding for i in range(0, len(images), 8)]
-        )
+    embedding = cache_embeddings("litemedsam", images)
     print(f"cached LiteMedSAM embeddings of {len(images)} slices ({split} training, {len(images) - split} held out)")
     results = []
     for dense, pe in itertools.product((False, True), repeat=2):
@@ -155,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         losses = train_decoder_side(
             net, embedding[:split], label_map[:split], args.iterations, args.batch_size, args.learning_rate, args.seed
         )
-        dice = held_out_dice(net, embedding[split:], label_map[split:])
+        dice = s_sam_held_out_dice(net, embedding[split:], label_map[split:])
         row = {
             "use_dense_prompt": dense,
             "use_image_pe": pe,

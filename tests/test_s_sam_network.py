@@ -135,22 +135,8 @@ def test_prompt_options_benchmark_runs_on_real_slices(shared_data, tmp_path):
 
     write_hippocampus_datalist(shared_data / "msd_hippocampus", tmp_path / "data")
     args = ["--dataset_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out")]
-    assert (
-        main(
-            [
-                *args,
-                "--num_volumes",
-                "4",
-                "--slices_per_volume",
-                "2",
-                "--iterations",
-                "2",
-                "--held_out_fraction",
-                "0.25",
-            ]
-        )
-        == 0
-    )
+    args += ["--num_volumes", "4", "--slices_per_volume", "2", "--held_out_fraction", "0.25"]
+    assert main([*args, "--iterations", "1", "--train_seeds", "0", "1"]) == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
     assert [(r["use_dense_prompt"], r["use_image_pe"]) for r in results] == [
         (False, False),
@@ -162,4 +148,5 @@ def test_prompt_options_benchmark_runs_on_real_slices(shared_data, tmp_path):
         assert set(r["held_out_dice"]) == {"anterior hippocampus", "posterior hippocampus"}
         # NaN where a class is absent from the held-out slices and never predicted
         assert all(0.0 <= d <= 1.0 or d != d for d in r["held_out_dice"].values())
+        assert [s["seed"] for s in r["per_seed"]] == [0, 1]
     assert (tmp_path / "out" / "results.md").read_text().count("\n") == 2 + 4

@@ -51,8 +51,9 @@ def sample_slices(
         label = data["label"][0]
         foreground = [z for z in range(label.shape[-1]) if label[..., z].any()]
         for z in rng.choice(foreground, min(slices_per_volume, len(foreground)), replace=False):
-            images.append(torch.as_tensor(data["image"][0, ..., z]).float())
-            maps.append(torch.as_tensor(label[..., z]).float())
+            # plain tensors (no MetaTensor metadata riding along through the training loops)
+            images.append(torch.as_tensor(np.asarray(data["image"][0, ..., z]), dtype=torch.float32))
+            maps.append(torch.as_tensor(np.asarray(label[..., z]), dtype=torch.float32))
     names = [labels[k] for k in sorted(labels, key=int)]
     return torch.stack(images)[:, None], torch.stack(maps)[:, None], names
 

@@ -1,0 +1,87 @@
+"""Reading scans for inference: good NIfTI / NRRD / DICOM inputs, and one clear error for each bad one."""
+
+from __future__ import annotations
+
+import gzip
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from common.data.volume_io import VolumeInputError, read_volume
+
+
+def _nifti(path, array, affine=None):
+    nib.save(nib.Nifti1Image(array, np.diag([0.8, 0.9, 2.5, 1.0]) if affine is None else affine), str(path))
+    return path
+
+
+def _write(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not an image")
+    return path
+
+
+def _dicom_series(folder, array, series_number=1):
+    import itk
+
+    folder.mkdir(parents=True, exist_ok=True)
+    image = itk.image_from_array(array.astype(np.int16))
+    names = [str(folder / f"s{series_number}_{i:03d}.dcm") for i in range(array.shape[0])]
+    writer = itk.ImageSeriesWriter[itk.Image[itk.SS, 3], itk.Image[itk.SS, 2]].New(
+        Input=image, FileNames=names, ImageIO=itk.GDCMImageIO.New()
+    )
+    writer.Update()
+    return folder
+
+
+def test_reads_nifti_nrrd_and_a_dicom_series(tmp_path):
+    array = np.random.default_rng(0).random((12, 10, 6)).astype(np.float32)
+    volume = read_volume(_nifti(tmp_path / "scan.nii.gz", array))
+    assert volume.shape == (1, 12, 10, 6) and np.allclose(np.asarray(volume[0]), array)
+    assert np.allclose(np.diag(np.asarray(volume.affine))[:3], [0.8, 0.9, 2.5])
+
+    import itk
+
+    itk.imwrite(itk.image_from_array(np.ascontiguousarray(array.transpose(2, 1, 0))), str(tmp_path / "scan.nrrd"))
+    assert read_volume(tmp_path / "scan.nrrd").shape == (1, 12, 10, 6)
+
+    series = _dicom_series(tmp_path / "dicom", (np.arange(5 * 8 * 7).reshape(5, 8, 7) % 300))
+    assert sorted(read_volume(series).shape[1:]) == [5, 7, 8]
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "absent.nii.gz", "no such file"),
+        (lambda p: (p / "empty").mkdir() or p / "empty", "folder is empty"),
+        (lambda p: _write(p / "notes" / "a.txt").parent, "no DICOM"),
+        (lambda p: _write(p / "scan.png"), "not a volume file"),
+        (lambda p: _nifti(p / "four_d.nii.gz", np.zeros((8, 8, 6, 3), np.float32)), "4D series or a multi-channel"),
+        (lambda p: _nifti(p / "thin.nii.gz", np.zeros((8, 8, 1), np.float32)), r"1 voxel\(s\) thick"),
+    ],
+)
+def test_bad_inputs_fail_with_one_clear_error(tmp_path, make, message):
+    with pytest.raises(VolumeInputError, match=message):
+        read_volume(make(tmp_path))
+
+
+def test_truncated_file_and_non_finite_voxels(tmp_path):
+    good = _nifti(tmp_path / "scan.nii.gz", np.ones((16, 16, 8), np.float32))
+    raw = gzip.decompress(good.read_bytes())
+    truncated = tmp_path / "truncated.nii.gz"
+    truncated.write_bytes(gzip.compress(raw[: len(raw) // 2]))
+    with pytest.raises(VolumeInputError, match="(?s)cannot be read.*complete"):
+        read_volume(truncated)
+    array = np.ones((8, 8, 4), np.float32)
+    array[1, 2, 3], array[0, 0, 0] = np.nan, np.inf
+    with pytest.raises(VolumeInputError, match="1 NaN and 1 infinite"):
+        read_volume(_nifti(tmp_path / "nan.nii.gz", array))
+
+
+def test_mixed_dicom_series_are_refused(tmp_path):
+    folder = tmp_path / "mixed"
+    _dicom_series(folder, np.zeros((4, 8, 8)), series_number=1)
+    _dicom_series(folder, np.ones((3, 8, 8)), series_number=2)
+    with pytest.raises(VolumeInputError, match="2 DICOM series are mixed"):
+        read_volume(folder)

@@ -135,14 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     (output / "results.json").write_text(json.dumps({"settings": meta, "results": results}, indent=2) + "\n")
     lines = [
         "| use_dense_prompt | use_image_pe | "
-        + " | ".join(f"held-out Dice {n}" for n in names)
-        + " | loss first → last 10 |",
-        "|---|---|" + "---|" * len(names) + "---|",
+        + " | ".join(f"held-out Dice {n}, mean of {len(args.train_seeds)} seeds" for n in names)
+        + " | seeds that learned | loss first → last 10 |",
+        "|---|---|" + "---|" * len(names) + "---|---|",
     ]
     for r in results:
         dice = " | ".join(f"{d:.3f}" for d in r["held_out_dice"].values())
+        learned = sum(any(d > 0 for d in seed["dice"]) for seed in r["per_seed"])
         lines.append(
-            f"| {r['use_dense_prompt']} | {r['use_image_pe']} | {dice} | {r['loss_first_10']:.3f} → {r['loss_last_10']:.3f} |"
+            f"| {r['use_dense_prompt']} | {r['use_image_pe']} | {dice} | {learned} of {len(r['per_seed'])} | "
+            f"{r['loss_first_10']:.3f} → {r['loss_last_10']:.3f} |"
         )
     (output / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -15,7 +15,6 @@ import argparse
 import itertools
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,7 +24,7 @@ from common.backbones.forward import ImageFeatures, prompt_free_embeddings
 from common.losses import WithBoundaryLoss
 from common.networks import BalrSamNet
 
-from .cached_slices import cache_embeddings, held_out_dice, sample_slices
+from .cached_slices import cache_embeddings, held_out_dice, sample_slices, write_results
 
 __all__ = ["main"]
 
@@ -99,24 +98,17 @@ def main(argv: list[str] | None = None) -> int:
         }
         results.append(row)
         print(json.dumps(row), flush=True)
-    output = Path(args.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    meta = dict(vars(args), seconds_total=round(time.time() - started, 1))
-    (output / "results.json").write_text(json.dumps({"settings": meta, "results": results}, indent=2) + "\n")
-    lines = [
-        "| tensor attention | boundary loss | trainable | "
-        + " | ".join(f"held-out Dice {n}" for n in names)
-        + " | loss first → last 10 |",
-        "|---|---|---|" + "---|" * len(names) + "---|",
+    header = ["tensor attention", "boundary loss", "trainable"]
+    header += [f"held-out Dice {n}" for n in names] + ["loss first → last 10"]
+    rows = [
+        [r["use_tensor_attention"], r["boundary_loss"], f"{r['trainable']:,}"]
+        + [f"{d:.3f}" for d in r["held_out_dice"].values()]
+        + [f"{r['loss_first_10']:.3f} → {r['loss_last_10']:.3f}"]
+        for r in results
     ]
-    for r in results:
-        dice = " | ".join(f"{d:.3f}" for d in r["held_out_dice"].values())
-        lines.append(
-            f"| {r['use_tensor_attention']} | {r['boundary_loss']} | {r['trainable']:,} | {dice} | "
-            f"{r['loss_first_10']:.3f} → {r['loss_last_10']:.3f} |"
-        )
-    (output / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(
+        args.output_dir, dict(vars(args), seconds_total=round(time.time() - started, 1)), results, header, rows
+    )
     return 0
 
 

@@ -23,7 +23,7 @@ from monai.transforms import (
 from common.data import load_datalist
 from common.networks import SamSegmentationNet
 
-__all__ = ["HIPPOCAMPUS_LABELS", "cache_embeddings", "held_out_dice", "sample_slices"]
+__all__ = ["HIPPOCAMPUS_LABELS", "cache_embeddings", "held_out_dice", "sample_slices", "write_results"]
 
 HIPPOCAMPUS_LABELS = {"1": "anterior hippocampus", "2": "posterior hippocampus"}
 
@@ -80,3 +80,14 @@ def held_out_dice(prediction: torch.Tensor, label_map: torch.Tensor, num_classes
         total = (prediction == k).sum().item() + (truth == k).sum().item()
         dice.append(2 * overlap / total if total else float("nan"))
     return dice
+
+
+def write_results(output_dir: str | Path, settings: dict, results: list[dict], header: list[str], rows: list[list]):
+    """``results.json`` (settings and results) and ``results.md`` (a Markdown table), printed as well."""
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "results.json").write_text(json.dumps({"settings": settings, "results": results}, indent=2) + "\n")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    (output / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))

@@ -20,7 +20,6 @@ import argparse
 import itertools
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,7 +29,7 @@ from monai.losses import DiceFocalLoss
 from common.backbones.forward import ImageFeatures
 from common.networks import SSamNet
 
-from .cached_slices import cache_embeddings, held_out_dice, sample_slices
+from .cached_slices import cache_embeddings, held_out_dice, sample_slices, write_results
 
 __all__ = ["train_decoder_side", "main"]
 
@@ -128,26 +127,21 @@ def main(argv: list[str] | None = None) -> int:
         }
         results.append(row)
         print(json.dumps(row), flush=True)
-    output = Path(args.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    meta = {k: v for k, v in vars(args).items()}
-    meta["seconds_total"] = round(time.time() - started, 1)
-    (output / "results.json").write_text(json.dumps({"settings": meta, "results": results}, indent=2) + "\n")
-    lines = [
-        "| use_dense_prompt | use_image_pe | "
-        + " | ".join(f"held-out Dice {n}, mean of {len(args.train_seeds)} seeds" for n in names)
-        + " | seeds that learned | loss first → last 10 |",
-        "|---|---|" + "---|" * len(names) + "---|---|",
+    header = ["use_dense_prompt", "use_image_pe"]
+    header += [f"held-out Dice {n}, mean of {len(args.train_seeds)} seeds" for n in names]
+    header += ["seeds that learned", "loss first → last 10"]
+    rows = [
+        [r["use_dense_prompt"], r["use_image_pe"]]
+        + [f"{d:.3f}" for d in r["held_out_dice"].values()]
+        + [
+            f"{sum(any(d > 0 for d in seed['dice']) for seed in r['per_seed'])} of {len(r['per_seed'])}",
+            f"{r['loss_first_10']:.3f} → {r['loss_last_10']:.3f}",
+        ]
+        for r in results
     ]
-    for r in results:
-        dice = " | ".join(f"{d:.3f}" for d in r["held_out_dice"].values())
-        learned = sum(any(d > 0 for d in seed["dice"]) for seed in r["per_seed"])
-        lines.append(
-            f"| {r['use_dense_prompt']} | {r['use_image_pe']} | {dice} | {learned} of {len(r['per_seed'])} | "
-            f"{r['loss_first_10']:.3f} → {r['loss_last_10']:.3f} |"
-        )
-    (output / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(
+        args.output_dir, dict(vars(args), seconds_total=round(time.time() - started, 1)), results, header, rows
+    )
     return 0
 
 

@@ -130,6 +130,19 @@ def split_cases(cases, val_fraction: float, test_fraction: float, seed: int) -> 
     }
 
 
+def paired_entries(cases: Mapping, ids, base: str | os.PathLike) -> list[dict]:
+    """``[{"image", "label"}]`` for ``ids`` of ``cases`` (``{id: (image path, label path)}``), paths relative to
+    ``base`` as the datalist stores them."""
+    base = Path(base).resolve()
+    return [
+        {
+            "image": os.path.relpath(Path(cases[c][0]).resolve(), base),
+            "label": os.path.relpath(Path(cases[c][1]).resolve(), base),
+        }
+        for c in ids
+    ]
+
+
 def write_datalist(datalist: Mapping, dataset_dir: str | os.PathLike, name: str = DATALIST_NAME) -> Path:
     """Write ``datalist`` as ``dataset_dir/name`` (pretty JSON); returns the path."""
     path = Path(dataset_dir) / name

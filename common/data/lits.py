@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from .datalist import report, split_cases, write_datalist
+from .datalist import paired_entries, report, split_cases, write_datalist
 
 __all__ = ["LITS_LABELS", "build_lits_datalist", "find_lits_cases"]
 
@@ -64,13 +64,7 @@ def build_lits_datalist(
     cases = find_lits_cases(dataset_dir)
     datalist: dict = {"labels": dict(LITS_LABELS)}
     for split, ids in split_cases(cases, val_fraction, test_fraction, seed).items():
-        datalist[split] = [
-            {
-                "image": os.path.relpath(cases[c][0].resolve(), base),
-                "label": os.path.relpath(cases[c][1].resolve(), base),
-            }
-            for c in ids
-        ]
+        datalist[split] = paired_entries(cases, ids, base)
     return datalist
 
 

@@ -16,7 +16,7 @@ import random
 import re
 from pathlib import Path
 
-from .datalist import report, write_datalist
+from .datalist import paired_entries, report, write_datalist
 
 __all__ = [
     "SYNAPSE_LABELS",
@@ -95,13 +95,7 @@ def build_synapse_datalist(
     splits = {"training": sorted(shuffled[val_cases:]), "validation": sorted(shuffled[:val_cases]), "testing": test}
     datalist: dict = {"labels": dict(SYNAPSE_LABELS)}
     for split, ids in splits.items():
-        datalist[split] = [
-            {
-                "image": os.path.relpath(cases[c][0].resolve(), base),
-                "label": os.path.relpath(cases[c][1].resolve(), base),
-            }
-            for c in ids
-        ]
+        datalist[split] = paired_entries(cases, ids, base)
     return datalist
 
 

@@ -24,7 +24,6 @@ from common.backbones.forward import (
     encoder_family,
     mask_decoder_of,
     prompt_encoder_of,
-    prompt_free_embeddings,
 )
 
 from .detail_enhancement import DetailEnhancementNet
@@ -167,18 +166,3 @@ class BalrSamNet(SamSegmentationNet):
         b, c, h, w = upscaled.shape
         masks = (hyper @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
         return masks, masks.new_zeros((batch, 0))
-
-    def forward_with_iou(
-        self,
-        image: torch.Tensor,
-        boxes: torch.Tensor | None = None,
-        point_coords: torch.Tensor | None = None,
-        point_labels: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits ``B×T×H×W`` and an empty ``B×0`` IoU tensor; ``image``: ``B×C×H×W``."""
-        if boxes is not None or point_coords is not None:
-            raise ValueError("BALR-SAM is prompt-free: boxes and points are not accepted")
-        height, width = image.shape[-2:]
-        features = self.encode(self.preprocess(image))
-        low_res, iou = self.decode(features, *prompt_free_embeddings(self.sam, features))
-        return self.postprocess(low_res, height, width), iou

@@ -11,17 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
     "ImageFeatures",
     "decode_masks",
+    "decode_with_skips",
     "encode_image",
     "encoder_family",
     "mask_decoder_of",
     "prompt_embeddings",
     "prompt_encoder_of",
     "prompt_free_embeddings",
+    "run_decoder_transformer",
 ]
 
 
@@ -143,16 +146,74 @@ def decode_masks(
             high_res_features=features.high_res or None,
         )
         return masks, iou
-    # segment_anything repeats the image embedding once per prompt set; decode image by image so that each image
-    # is paired with its own prompts (a batched call would pair every image with every prompt set).
-    outputs = [
-        decoder(
-            image_embeddings=features.embedding[i : i + 1],
-            image_pe=image_pe,
-            sparse_prompt_embeddings=sparse[i : i + 1],
-            dense_prompt_embeddings=dense[i : i + 1],
-            multimask_output=multimask_output,
-        )
-        for i in range(features.embedding.shape[0])
-    ]
-    return torch.cat([m for m, _ in outputs]), torch.cat([q for _, q in outputs])
+    # segment_anything's own forward repeats the image embedding once per prompt set (B images × B prompt sets);
+    # the same computation with each image paired with its own prompts, in one batched pass:
+    return decode_with_skips(decoder, features.embedding, image_pe, sparse, dense, [], multimask_output)
+
+
+def decode_with_skips(
+    decoder: nn.Module,
+    image_embedding: torch.Tensor,
+    image_pe: torch.Tensor,
+    sparse: torch.Tensor,
+    dense: torch.Tensor,
+    skips: list[torch.Tensor],
+    multimask_output: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM's (v1) mask prediction with high-resolution skips added in the up-sampling path, batched.
+
+    Same computation as ``segment_anything.modeling.MaskDecoder.predict_masks`` (output tokens + prompt tokens →
+    two-way transformer → up-sampling → hypernetwork masks, IoU head), except that ``skips[1]`` is added after the
+    first transposed convolution and ``skips[0]`` after the second, as SAM2 does, and that each image is paired
+    with its own prompts (``image_embedding``, ``sparse`` and ``dense`` share the batch size B).
+
+    Returns:
+        mask logits ``B×M×4h×4w`` and IoU predictions ``B×M`` (M = 1, or 3 with ``multimask_output``).
+    """
+    output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+    tokens = torch.cat([output_tokens.unsqueeze(0).expand(image_embedding.shape[0], -1, -1), sparse], dim=1)
+    hidden, upscaled = run_decoder_transformer(decoder, image_embedding, image_pe, dense, tokens, skips)
+    iou_token_out = hidden[:, 0, :]
+    mask_tokens_out = hidden[:, 1 : 1 + decoder.num_mask_tokens, :]
+    hyper = torch.stack(
+        [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1
+    )
+    b, c, h, w = upscaled.shape
+    masks = (hyper @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
+    iou = decoder.iou_prediction_head(iou_token_out)
+    selected = slice(1, None) if multimask_output else slice(0, 1)
+    return masks[:, selected], iou[:, selected]
+
+
+def run_decoder_transformer(
+    decoder: nn.Module,
+    image_embedding: torch.Tensor,
+    image_pe: torch.Tensor,
+    dense: torch.Tensor,
+    tokens: torch.Tensor,
+    skips: list[torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The body of a SAM / SAM2 mask decoder, batched with one token set per image: the two-way transformer on
+    ``image_embedding + dense`` and ``tokens`` (``B×T×C``), then the up-sampling, with ``skips[1]`` added after the
+    first transposed convolution and ``skips[0]`` after the second when given (SAM2's high-resolution path).
+
+    Returns:
+        the transformed tokens ``B×T×C`` and the up-sampled image features ``B×C/8×4h×4w``.
+    """
+    src = image_embedding + dense
+    pos = image_pe.expand(image_embedding.shape[0], -1, -1, -1)
+    b, c, h, w = src.shape
+    hidden, src = decoder.transformer(src, pos, tokens)
+    src = src.transpose(1, 2).reshape(b, c, h, w)
+    if not skips:
+        return hidden, decoder.output_upscaling(src)
+    deconv1, norm1, act1, deconv2, act2 = decoder.output_upscaling
+    upscaled = act1(norm1(deconv1(src) + _match(skips[1], h * 2, w * 2)))
+    return hidden, act2(deconv2(upscaled) + _match(skips[0], h * 4, w * 4))
+
+
+def _match(feature: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bring a skip feature to the decoder's grid (identity when the strides line up, as for LiteMedSAM)."""
+    if feature.shape[-2:] == (height, width):
+        return feature
+    return F.interpolate(feature, size=(height, width), mode="bilinear", align_corners=False)

@@ -1,7 +1,9 @@
+from common.backbones.forward import decode_with_skips
+
 from .balr_sam import BALR_ADAPTER_TARGETS, BalrSamNet
 from .conv_lora_sam import CONV_LORA_TARGETS, ConvLoraSamNet
 from .detail_enhancement import DepthwiseSeparableBlock, DetailEnhancementNet, DetailFeatures
-from .encoder_skip_fusion import EncoderSkipFusion, decode_with_skips
+from .encoder_skip_fusion import EncoderSkipFusion
 from .low_rank_attention import LowRankTensorAttention, is_decoder_attention, replace_decoder_attention
 from .s_sam import S_SAM_SVD_TARGETS, SSamNet, s_sam_trainable_groups
 from .sam2lora import SAM2LORA_TARGETS, Sam2LoraNet

@@ -24,10 +24,10 @@ from common.backbones.forward import (
     encoder_family,
     mask_decoder_of,
     prompt_encoder_of,
+    run_decoder_transformer,
 )
 
 from .detail_enhancement import DetailEnhancementNet
-from .encoder_skip_fusion import run_decoder_transformer
 from .low_rank_attention import replace_decoder_attention
 from .sam_segmentation_net import SamSegmentationNet
 

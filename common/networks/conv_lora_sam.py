@@ -10,9 +10,14 @@ from torch import nn
 
 from common.adapters import ConvLoraConfig, auxiliary_loss, configure_trainable, inject_adapters
 from common.backbones import DEFAULT_CHECKPOINT
-from common.backbones.forward import ImageFeatures, mask_decoder_of, prompt_encoder_of, prompt_free_embeddings
+from common.backbones.forward import (
+    ImageFeatures,
+    mask_decoder_of,
+    prompt_encoder_of,
+    prompt_free_embeddings,
+    run_decoder_transformer,
+)
 
-from .encoder_skip_fusion import run_decoder_transformer
 from .sam_segmentation_net import SamSegmentationNet
 
 __all__ = ["ConvLoraSamNet", "CONV_LORA_TARGETS"]

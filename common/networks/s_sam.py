@@ -11,10 +11,15 @@ from torch import nn
 
 from common.adapters import SvdConfig, auxiliary_loss, configure_trainable, inject_adapters
 from common.backbones import DEFAULT_CHECKPOINT
-from common.backbones.forward import ImageFeatures, encoder_family, mask_decoder_of, prompt_encoder_of
+from common.backbones.forward import (
+    ImageFeatures,
+    encoder_family,
+    mask_decoder_of,
+    prompt_encoder_of,
+    run_decoder_transformer,
+)
 from common.text_encoders import TextEncoder, build_text_encoder
 
-from .encoder_skip_fusion import run_decoder_transformer
 from .sam_segmentation_net import SamSegmentationNet
 from .text_affine import TextAffineLayer
 

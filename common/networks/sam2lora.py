@@ -11,9 +11,9 @@ from torch import nn
 
 from common.adapters import LoraConfig, configure_trainable, inject_adapters
 from common.backbones import DEFAULT_CHECKPOINT
-from common.backbones.forward import ImageFeatures, mask_decoder_of, prompt_encoder_of
+from common.backbones.forward import ImageFeatures, decode_with_skips, mask_decoder_of, prompt_encoder_of
 
-from .encoder_skip_fusion import SKIP_TAPS, EncoderSkipFusion, decode_with_skips
+from .encoder_skip_fusion import SKIP_TAPS, EncoderSkipFusion
 from .sam_segmentation_net import SamSegmentationNet
 
 __all__ = ["Sam2LoraNet", "SAM2LORA_TARGETS"]

@@ -12,6 +12,7 @@ import logging
 import os
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from .checkpoint import (
@@ -149,8 +150,9 @@ def build_backbone(
         name: one of :data:`BACKBONES` (``sam_vit_b/l/h``, ``sam2.1_hiera_t/s/b+/l``, ``litemedsam``,
             ``sam_vit_test``, ``sam2.1_hiera_test``).
         checkpoint: a file path; ``"default"`` (the default) for the weights the backbone normally comes with
-            (LiteMedSAM: the packaged real weights; test variants: random; official SAM / SAM 2.1: the released
-            file in the torch hub checkpoint folder, with an error explaining how to get it if it is absent);
+            (LiteMedSAM: the packaged real weights; test variants: random, seeded so that every build is the same;
+            official SAM / SAM 2.1: the released file in the torch hub checkpoint folder, with an error explaining
+            how to get it if it is absent);
             ``None`` for random weights (tests, benchmarks).
         image_size: square input size to build for (default: the native size). SAM ViT position embeddings
             are interpolated from the checkpoint; SAM2 interpolates at run time; LiteMedSAM is fixed at 256.
@@ -176,7 +178,14 @@ def build_backbone(
                 f"(sha256 {official.sha256}) and pass its path as checkpoint=..., or pass checkpoint=None to "
                 "build the architecture with random weights."
             )
-    model = _build_architecture(spec, size, **kwargs)
+    if spec.test_variant:
+        # reproducible random weights: an adapter-only checkpoint trained on a test variant applies to any later
+        # build of it (MONAI Label, inference), without a base checkpoint file
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = _build_architecture(spec, size, **kwargs)
+    else:
+        model = _build_architecture(spec, size, **kwargs)
     if checkpoint is None:
         logger.info("built %s at %d×%d with random weights (no checkpoint)", name, size, size)
     else:

@@ -3,6 +3,7 @@ dictionary transforms the bundles need beyond MONAI's. Readers of published data
 modules (``common.data.fundus``, ``common.data.lesions``, ``common.data.lits``, ``common.data.synapse``), each also
 a command line tool."""
 
+from .class_volumes import SaveClassVolumesd, class_volumes
 from .datalist import (
     DATALIST_NAME,
     IMAGE_SUFFIXES,
@@ -13,12 +14,32 @@ from .datalist import (
     split_cases,
     write_datalist,
 )
+from .intensity import CT_WINDOWS, ScaleScanIntensityd, parse_intensity
+from .logits_to_labels import LogitsToLabelsd
+from .montage import SaveMontaged, label_montage
 from .prompts import SamplePromptsd
+from .save_scan_label import SaveScanLabeld
+from .scan_io import IMAGE_2D_SUFFIXES, VOLUME_SUFFIXES, LoadScand, ScanInputError, list_scans, read_scan
 from .synthetic import make_synthetic_case, make_synthetic_dataset
 from .transforms import AddBackgroundChanneld, LabelValuesToChannelsd, SaveOverlayd, SelectFieldOfViewd
 from .visualize import overlay_masks
 
 __all__ = [
+    "CT_WINDOWS",
+    "IMAGE_2D_SUFFIXES",
+    "LoadScand",
+    "LogitsToLabelsd",
+    "SaveClassVolumesd",
+    "SaveMontaged",
+    "SaveScanLabeld",
+    "ScaleScanIntensityd",
+    "ScanInputError",
+    "VOLUME_SUFFIXES",
+    "class_volumes",
+    "label_montage",
+    "list_scans",
+    "parse_intensity",
+    "read_scan",
     "AddBackgroundChanneld",
     "DATALIST_NAME",
     "IMAGE_SUFFIXES",

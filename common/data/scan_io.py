@@ -1,25 +1,38 @@
-"""Reading one 3D scan for inference, with one clear error for each kind of bad input.
+"""Reading one scan for inference (a 2D image or a 3D volume), with one clear error for each kind of bad input.
 
 A clinical user points the inference at a file or a DICOM folder; what can go wrong should stop the run *before*
-anything is written, with a message that says what is wrong with which input. :func:`read_volume` reads NIfTI,
-NRRD, MetaImage and DICOM series (ITK, through MONAI's ``LoadImage``) and checks the result.
+anything is written, with a message that says what is wrong with which input. :class:`LoadScand` is MONAI's
+``LoadImaged`` (so MONAI Label and ``Invertd`` treat it as the loader it is) with those checks around it; it reads
+2D images (PNG, JPEG, BMP, TIFF), NIfTI, NRRD, MetaImage and DICOM series (a folder, read with ITK).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 
 import torch
-from monai.data import MetaTensor
-from monai.transforms import LoadImage
+from monai.config import KeysCollection
+from monai.data import ITKReader, MetaTensor
+from monai.transforms import LoadImaged
 
-__all__ = ["VOLUME_SUFFIXES", "VolumeInputError", "read_volume"]
+__all__ = [
+    "IMAGE_2D_SUFFIXES",
+    "LoadScand",
+    "ScanInputError",
+    "VOLUME_SUFFIXES",
+    "check_scan",
+    "check_scan_path",
+    "list_scans",
+    "read_scan",
+]
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-class VolumeInputError(ValueError):
+class ScanInputError(ValueError):
     """An input scan that cannot be segmented as given (the message names the input and the problem)."""
 
 
@@ -29,58 +42,165 @@ def _dicom_series(folder: Path) -> tuple[str, ...]:
     return tuple(itk.GDCMSeriesFileNames.New(Directory=str(folder)).GetSeriesUIDs())
 
 
-def read_volume(path: str | os.PathLike, min_thickness: int = 2) -> MetaTensor:
-    """Read one 3D scan as a channel-first ``1×H×W×D`` MetaTensor (affine and spacing in its metadata).
+def check_scan_path(path: str | os.PathLike, dimension: int | None = None) -> int:
+    """Check what can be checked before reading, and say whether ``path`` is a 2D image or a 3D volume.
 
     Args:
-        path: a NIfTI / NRRD / MetaImage file, or a folder holding exactly one DICOM series.
-        min_thickness: the fewest voxels accepted along every axis (a 1-voxel-thick "volume" is a 2D image).
+        path: an image file, a volume file, or a folder holding exactly one DICOM series.
+        dimension: 2 or 3 to refuse the other kind; ``None`` accepts both.
+
+    Returns:
+        2 or 3.
 
     Raises:
-        VolumeInputError: missing path, empty folder, folder without DICOM or with several series, unsupported
-            suffix, unreadable or truncated file, a 4D or multi-channel image, too thin a volume, NaN or infinite
-            voxels.
+        ScanInputError: missing path, empty folder, folder without DICOM or with several series, unsupported suffix,
+            a 2D image where 3D is expected or the reverse.
     """
     path = Path(path)
     if not path.exists():
-        raise VolumeInputError(f"{path}: no such file or folder")
+        raise ScanInputError(f"{path}: no such file or folder")
     if path.is_dir():
         if not any(p.is_file() for p in path.iterdir()):
-            raise VolumeInputError(f"{path}: the folder is empty")
+            raise ScanInputError(f"{path}: the folder is empty")
         series = _dicom_series(path)
         if not series:
-            raise VolumeInputError(f"{path}: no DICOM series in this folder")
+            raise ScanInputError(f"{path}: no DICOM series in this folder")
         if len(series) > 1:
-            raise VolumeInputError(
+            raise ScanInputError(
                 f"{path}: {len(series)} DICOM series are mixed in this folder ({', '.join(series[:3])}"
                 f"{', ...' if len(series) > 3 else ''}); put each series in its own folder and pass that folder"
             )
-        reader = "ITKReader"
+        found = 3
+    elif path.name.lower().endswith(VOLUME_SUFFIXES):
+        found = 3
+    elif path.name.lower().endswith(IMAGE_2D_SUFFIXES):
+        found = 2
     else:
-        if not path.name.lower().endswith(VOLUME_SUFFIXES):
-            raise VolumeInputError(f"{path}: not a volume file (expected one of {', '.join(VOLUME_SUFFIXES)})")
-        reader = None
-    try:
-        volume = LoadImage(image_only=True, ensure_channel_first=True, reader=reader)(str(path))
-    except Exception as error:  # the readers raise many types (EOFError, zlib.error, RuntimeError, OSError...)
-        raise VolumeInputError(
-            f"{path}: cannot be read ({type(error).__name__}: {error}); is the file complete and not corrupted?"
-        ) from error
-    shape = tuple(volume.shape)
-    if len(shape) != 4 or shape[0] != 1:
-        raise VolumeInputError(
-            f"{path}: expected one 3D volume, got an image of shape {shape} (channel first): a 4D series or a "
-            "multi-channel image; pass a single 3D volume"
+        raise ScanInputError(
+            f"{path}: not a scan file (expected a DICOM folder or one of "
+            f"{', '.join(VOLUME_SUFFIXES + IMAGE_2D_SUFFIXES)})"
         )
-    if min(shape[1:]) < min_thickness:
-        raise VolumeInputError(
-            f"{path}: the volume is only {min(shape[1:])} voxel(s) thick along an axis (shape {shape[1:]}); "
-            "for 2D images use the bundle's 2D inference"
+    if dimension is not None and found != dimension:
+        raise ScanInputError(f"{path}: a {found}D input, but this configuration segments {dimension}D inputs only")
+    return found
+
+
+def check_scan(image: torch.Tensor, path: str | os.PathLike, dimension: int, min_thickness: int = 2) -> None:
+    """Check a loaded, channel-first scan: shape and channels for its dimension, thickness, finite voxels.
+
+    Args:
+        image: ``C×H×W`` (2D) or ``C×H×W×D`` (3D) as loaded with ``ensure_channel_first``.
+        path: the input, for the message.
+        dimension: what :func:`check_scan_path` found (2 or 3).
+        min_thickness: the fewest voxels accepted along every axis of a volume (a 1-voxel-thick volume is a 2D image).
+
+    Raises:
+        ScanInputError: a 4D or multi-channel volume, a 2D image that is neither grey nor RGB, too thin a volume,
+            NaN or infinite voxels.
+    """
+    shape = tuple(image.shape)
+    if dimension == 3:
+        if len(shape) != 4 or shape[0] != 1:
+            raise ScanInputError(
+                f"{path}: expected one 3D volume, got an image of shape {shape} (channel first): a 4D series or a "
+                "multi-channel image; pass a single 3D volume"
+            )
+        if min(shape[1:]) < min_thickness:
+            raise ScanInputError(
+                f"{path}: the volume is only {min(shape[1:])} voxel(s) thick along an axis (shape {shape[1:]}); "
+                "save a single slice as a 2D image (PNG) to segment it"
+            )
+    elif len(shape) != 3 or shape[0] not in (1, 3):
+        raise ScanInputError(
+            f"{path}: expected a grey or RGB 2D image, got shape {shape} (channel first, so {shape[0]} channels); "
+            "convert it to grey or RGB (drop the alpha channel)"
         )
-    finite = torch.isfinite(volume)
+    finite = torch.isfinite(torch.as_tensor(image))
     if not bool(finite.all()):
-        nan = int(torch.isnan(volume).sum())
-        raise VolumeInputError(
+        nan = int(torch.isnan(torch.as_tensor(image)).sum())
+        raise ScanInputError(
             f"{path}: {nan} NaN and {int((~finite).sum()) - nan} infinite voxel(s); fix or mask them before inference"
         )
-    return volume
+
+
+class LoadScand(LoadImaged):
+    """``LoadImaged`` for inference inputs: checks each path before reading and the image after, reads DICOM folders
+    with ITK, and turns every reader failure into one :class:`ScanInputError` naming the input.
+
+    Output: ``C×H×W`` for 2D images (C = 1 or 3), ``1×H×W×D`` for volumes, channel first, with MONAI metadata
+    (affine, spacing, original shape) so ``Invertd`` and ``SaveImaged`` restore the input's geometry.
+
+    Args:
+        keys: the image key(s).
+        dimension: 2 or 3 to accept only that kind; ``None`` (default) accepts both.
+        min_thickness: see :func:`check_scan`.
+        kwargs: passed on to ``LoadImaged`` (``image_only``, ``dtype``...); ``ensure_channel_first`` is always on.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        dimension: int | None = None,
+        min_thickness: int = 2,
+        allow_missing_keys: bool = False,
+        **kwargs,
+    ) -> None:
+        if dimension not in (None, 2, 3):
+            raise ValueError(f"dimension must be 2, 3 or None, got {dimension!r}")
+        kwargs["ensure_channel_first"] = True
+        super().__init__(keys, allow_missing_keys=allow_missing_keys, **kwargs)
+        self.dimension = dimension
+        self.min_thickness = min_thickness
+
+    def __call__(self, data: Mapping[Hashable, object], reader=None) -> dict:
+        d = dict(data)
+        found: dict[Hashable, tuple[str, int]] = {}
+        for key in self.key_iterator(d):
+            if isinstance(d[key], (str, os.PathLike)):  # MONAI Label may hand over an already loaded array
+                found[key] = (str(d[key]), check_scan_path(d[key], self.dimension))
+        if reader is None and any(Path(path).is_dir() for path, _ in found.values()):
+            reader = ITKReader()  # a DICOM series; pydicom, when installed, would otherwise be tried first
+        try:
+            d = super().__call__(d, reader)
+        except Exception as error:  # the readers raise many types (EOFError, zlib.error, RuntimeError, OSError...)
+            names = ", ".join(path for path, _ in found.values()) or "input"
+            raise ScanInputError(
+                f"{names}: cannot be read ({type(error).__name__}: {error}); is the file complete and not corrupted?"
+            ) from error
+        for key, (path, dimension) in found.items():
+            check_scan(d[key], path, dimension, self.min_thickness)
+        return d
+
+
+def read_scan(path: str | os.PathLike, dimension: int | None = None, min_thickness: int = 2) -> MetaTensor:
+    """Read and check one scan (see :class:`LoadScand`): ``C×H×W`` or ``1×H×W×D`` MetaTensor."""
+    return LoadScand("image", dimension=dimension, min_thickness=min_thickness, image_only=True)({"image": path})[
+        "image"
+    ]
+
+
+def list_scans(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The inputs of one inference run as a MONAI datalist ``[{"image": ...}, ...]``.
+
+    ``path`` is one scan (file or DICOM folder), or a folder of scans: its image and volume files and its
+    sub-folders (each one DICOM series), sorted by name. A folder holding only other files (DICOM files need no
+    suffix) is one DICOM series.
+
+    Raises:
+        ScanInputError: the path does not exist, or a folder holds no scans.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ScanInputError(f"{path}: no such file or folder")
+    if path.is_file():
+        return [{"image": str(path)}]
+    entries = sorted(path.iterdir())
+    scans = [p for p in entries if p.is_dir() or p.name.lower().endswith(VOLUME_SUFFIXES + IMAGE_2D_SUFFIXES)]
+    if not scans and any(p.is_file() for p in entries):
+        return [{"image": str(path)}]  # only other files: one DICOM series (LoadScand says if it is not)
+    if not scans:
+        raise ScanInputError(
+            f"{path}: no scans in this folder (expected DICOM series folders or files ending in "
+            f"{', '.join(VOLUME_SUFFIXES + IMAGE_2D_SUFFIXES)})"
+        )
+    return [{"image": str(p)} for p in scans]

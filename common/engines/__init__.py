@@ -4,6 +4,7 @@ from .empty_class_metric import EmptyClassFalsePositiveHandler, EmptyClassFalseP
 from .gradient_clipping import GradientClipping
 from .hausdorff_mm import HausdorffDistanceMm
 from .per_image_confusion import PerImageConfusionMatrix
+from .slice_inferer import SliceBatchInferer
 
 __all__ = [
     "EmptyClassFalsePositiveHandler",
@@ -11,4 +12,5 @@ __all__ = [
     "GradientClipping",
     "HausdorffDistanceMm",
     "PerImageConfusionMatrix",
+    "SliceBatchInferer",
 ]

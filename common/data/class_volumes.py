@@ -1,0 +1,82 @@
+"""Per-class volumes (mL) of a predicted label map, as a small JSON next to the label file."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+
+from .montage import scan_stem
+
+__all__ = ["SaveClassVolumesd", "class_volumes"]
+
+
+def class_volumes(labels: torch.Tensor, label_names: Mapping[str, str]) -> dict:
+    """Voxel counts and volumes of each class of a label map in the geometry it carries.
+
+    Args:
+        labels: ``1×H×W×D`` (or ``1×H×W`` for 2D) integer label map; a MetaTensor's affine gives the voxel size.
+        label_names: ``{"1": "liver", ...}``.
+
+    Returns:
+        ``{"spacing_mm": [...], "voxel_volume_ml": v, "classes": {name: {"label": l, "voxels": n, "volume_ml":
+        n·v}}}`` for volumes; for 2D images ``pixels`` and ``area_mm2`` instead (pixel size from the affine, 1 mm
+        when the file has none).
+    """
+    array = np.asarray(torch.as_tensor(labels).detach().cpu()).astype(np.int64)
+    spatial = array.ndim - 1
+    affine = np.asarray(getattr(labels, "affine", np.eye(spatial + 1)), dtype=np.float64)[:spatial, :spatial]
+    spacing = np.linalg.norm(affine, axis=0)
+    cell = float(abs(np.linalg.det(affine)))
+    report: dict = {"spacing_mm": [round(float(s), 6) for s in spacing], "classes": {}}
+    if spatial == 3:
+        report["voxel_volume_ml"] = cell / 1000.0
+    for label, name in sorted(label_names.items(), key=lambda item: int(item[0])):
+        count = int((array == int(label)).sum())
+        if spatial == 3:
+            report["classes"][name] = {"label": int(label), "voxels": count, "volume_ml": count * cell / 1000.0}
+        else:
+            report["classes"][name] = {"label": int(label), "pixels": count, "area_mm2": count * cell}
+    return report
+
+
+class SaveClassVolumesd(MapTransform):
+    """Write ``<scan>_volumes.json`` with :func:`class_volumes` of the label map and the input it came from.
+
+    Place it after ``Invertd`` so the volumes are measured on the input's own grid.
+
+    Args:
+        keys: the label map key.
+        label_names: ``{"1": "liver", ...}``.
+        image_key: the image whose file name names the output.
+        output_dir: folder to write into.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        label_names: Mapping[str, str],
+        image_key: str = "image",
+        output_dir: str | os.PathLike = ".",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.label_names = dict(label_names)
+        self.image_key = image_key
+        self.output_dir = Path(output_dir)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            report = {"input": str(getattr(d[self.image_key], "meta", {}).get("filename_or_obj", ""))}
+            report.update(class_volumes(d[key], self.label_names))
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            path = self.output_dir / f"{scan_stem(d[self.image_key])}_volumes.json"
+            path.write_text(json.dumps(report, indent=2) + "\n")
+        return d

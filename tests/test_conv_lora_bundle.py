@@ -19,7 +19,7 @@ BUNDLE = REPO_ROOT / "bundles" / "conv_lora_sam_segmentation"
 
 
 def test_bundle_files_metadata_and_large_files():
-    extra = ["multiclass.json", "multiclass_inference.json", "multiclass_2d.json", "multiclass_2d_inference.json"]
+    extra = ["multiclass.json", "multiclass_inference.json", "multiclass_2d.json"]
     check_bundle_files(BUNDLE, extra, "sam_vit_h")
 
 
@@ -141,7 +141,7 @@ def test_multiclass_2d_train_and_evaluate(bundle_copy, tmp_path):
     out = tmp_path / "infer"
     run_workflow(
         bundle_workflow(
-            configs, ["inference.json", "multiclass_2d_inference.json"], "infer", **overrides, output_dir=str(out)
+            configs, ["inference.json", "multiclass_inference.json"], "infer", **overrides, output_dir=str(out)
         )
     )
     masks = sorted(out.glob("*_seg.png"))

@@ -20,7 +20,7 @@ BUNDLE = REPO_ROOT / "bundles" / "s_sam_text_prompted_segmentation"
 
 
 def test_bundle_files_metadata_and_large_files():
-    check_bundle_files(BUNDLE, ["ct_liver.json", "images_2d.json", "images_2d_inference.json"], "sam_vit_b")
+    check_bundle_files(BUNDLE, ["ct_liver.json", "images_2d.json"], "sam_vit_b")
     assert (BUNDLE / "docs" / "data_license.txt").is_file()
     meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
     train = json.loads((BUNDLE / "configs" / "train.json").read_text())
@@ -95,11 +95,7 @@ def test_images_2d_train_evaluate_infer(bundle_copy, tmp_path):
     labels = [np.asarray(Image.open(p)) for p in sorted((bundle_copy / "eval" / "predictions").glob("*_seg.png"))]
     assert len(labels) == 2 and all(set(np.unique(lab)) <= {0, 1, 2} for lab in labels)
     out = tmp_path / "infer"
-    run_workflow(
-        bundle_workflow(
-            configs, ["inference.json", "images_2d_inference.json"], "infer", **overrides, output_dir=str(out)
-        )
-    )
+    run_workflow(bundle_workflow(configs, ["inference.json"], "infer", **overrides, output_dir=str(out)))
     masks = sorted(out.glob("*_seg.png"))
     assert len(masks) == 2
     assert Image.open(masks[0]).size == Image.open(data / "images" / masks[0].name.replace("_seg", "")).size

@@ -170,10 +170,10 @@ def test_inference_writes_masks_with_the_input_geometry(trained_bundle):
         source = trained_bundle["data"] / "images" / mask.name.replace("_seg", "")
         assert Image.open(mask).size == Image.open(source).size
         assert set(np.unique(np.asarray(Image.open(mask)))) <= {0, 1}
-    overlays = sorted((out / "overlays").glob("*_overlay.png"))
+    overlays = sorted(out.glob("*_montage.png"))
     assert len(overlays) == 2
     for overlay in overlays:  # pictures have the rows and columns of their source file
-        source = trained_bundle["data"] / "images" / overlay.name.replace("_overlay", "")
+        source = trained_bundle["data"] / "images" / overlay.name.replace("_montage", "")
         assert Image.open(overlay).size == Image.open(source).size
 
 

@@ -1,0 +1,236 @@
+"""Segment a scan or a folder of scans with a bundle and its trained weights: one command for clinical use.
+
+    python -m common.segment --bundle bundles/conv_lora_sam_segmentation --input scans/ --output results/
+
+A thin layer over the bundle's ``configs/inference.json`` (the same preprocessing, inferer and postprocessing that
+``python -m monai.bundle run`` and MONAI Label use). Per input it writes ``<name>_seg.nii.gz`` (``.png`` for 2D
+images) with the input's exact geometry, ``<name>_montage.png``, ``<name>_volumes.json`` and, on request,
+``<name>_prob.nii.gz``. Each case is written to a staging folder and moved into ``--output`` only when complete, so
+a bad input leaves nothing behind: it gets one error line, the other cases go on, and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+__all__ = ["SegmentationError", "load_bundle_for_inference", "main", "segment_scans"]
+
+logger = logging.getLogger("common.segment")
+
+
+class SegmentationError(RuntimeError):
+    """A problem with the bundle, its weights or the settings that stops the whole run (the message says which)."""
+
+
+def load_bundle_for_inference(
+    bundle: str | Path,
+    weights: str | Path | None = None,
+    configs: Sequence[str] = (),
+    overrides: dict | None = None,
+):
+    """Parse ``inference.json`` (plus ``configs``, later files win) of ``bundle`` and load the adapter weights.
+
+    Args:
+        bundle: the bundle folder.
+        weights: adapter-only checkpoint (default ``<bundle>/models/model.pt``).
+        configs: extra config files of the bundle's ``configs/`` folder (e.g. ``multiclass_inference.json``).
+        overrides: config ids → values (``{"backbone": "sam_vit_test", "intensity": "ct:abdomen"}``).
+
+    Returns:
+        the ``monai.bundle.ConfigParser`` and the network (eval mode, on the config's device, weights loaded).
+
+    Raises:
+        SegmentationError: no such bundle or config file, missing weights, or weights that do not fit the network.
+    """
+    from monai.bundle import ConfigParser
+
+    from common.adapters import load_adapter_state_dict
+    from common.backbones.checkpoint import CheckpointError, read_checkpoint
+
+    bundle = Path(bundle)
+    files = [bundle / "configs" / "inference.json", *(bundle / "configs" / name for name in configs)]
+    for file in files:
+        if not file.is_file():
+            raise SegmentationError(f"{file}: no such bundle config (is --bundle the bundle's folder?)")
+    weights = Path(weights) if weights is not None else bundle / "models" / "model.pt"
+    if not weights.is_file():
+        raise SegmentationError(
+            f"{weights}: no trained weights. Train the bundle first (its train.json writes models/model.pt) or pass "
+            "--weights with an adapter checkpoint trained for this bundle."
+        )
+    parser = ConfigParser()
+    parser.read_config([str(f) for f in files])
+    parser.update({"bundle_root": str(bundle), **(overrides or {})})
+    try:
+        network = parser.get_parsed_content("network")
+    except Exception as error:
+        cause = _cause(error, (CheckpointError,))
+        if cause is None:
+            raise
+        raise SegmentationError(
+            f"the bundle's network cannot be built: {cause}. Base weights: the bundle's large_files.yml says where "
+            f"to get them (python -m monai.bundle download_large_files --bundle_path {bundle}); --backbone picks "
+            "another backbone"
+        ) from error
+    try:
+        load_adapter_state_dict(getattr(network, "module", network), read_checkpoint(weights))
+    except CheckpointError as error:
+        raise SegmentationError(f"{weights}: {error}") from error
+    return parser, network.eval()
+
+
+def _cause(error: BaseException, wanted: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first error of a ``wanted`` type in the chain that MONAI's wrappers ("applying transform ...", "Failed to
+    instantiate component ...") put around it, or None."""
+    while error is not None and not isinstance(error, wanted):
+        error = error.__cause__
+    return error
+
+
+def _run_case(network, preprocessing, postprocessing, inferer, device: torch.device, scan: str) -> None:
+    data = preprocessing({"image": scan})
+    with torch.no_grad(), torch.autocast(device.type, enabled=device.type == "cuda"):
+        prediction = inferer(data["image"][None].to(device), network)
+    data["pred"] = prediction[0].float().cpu()
+    postprocessing(data)
+
+
+def segment_scans(
+    bundle: str | Path,
+    input_path: str | Path,
+    output_dir: str | Path,
+    weights: str | Path | None = None,
+    configs: Sequence[str] = (),
+    overrides: dict | None = None,
+    progress: bool = True,
+) -> dict[str, str]:
+    """Segment every scan of ``input_path`` (see :func:`common.data.list_scans`) into ``output_dir``.
+
+    Returns:
+        ``{input: "ok" or the error message}`` per scan. Outputs of a failed scan are removed.
+
+    Raises:
+        SegmentationError: see :func:`load_bundle_for_inference`; ``input_path`` missing or without scans.
+    """
+    from common.data import ScanInputError, list_scans
+
+    try:
+        scans = [item["image"] for item in list_scans(input_path)]
+    except ScanInputError as error:
+        raise SegmentationError(str(error)) from error
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=output_dir))
+    results: dict[str, str] = {}
+    try:
+        parser, network = load_bundle_for_inference(
+            bundle, weights, configs, {**(overrides or {}), "output_dir": str(staging), "progress": progress}
+        )
+        device = torch.device(parser.get_parsed_content("device"))
+        preprocessing = parser.get_parsed_content("preprocessing")
+        postprocessing = parser.get_parsed_content("postprocessing")
+        inferer = parser.get_parsed_content("inferer")
+        cases = scans
+        if progress:
+            from tqdm.auto import tqdm
+
+            cases = tqdm(scans, desc="scans", unit="scan")
+        for scan in cases:
+            try:
+                _run_case(network, preprocessing, postprocessing, inferer, device, scan)
+            except Exception as error:  # one case's failure must not lose the others' results
+                logger.debug("segmenting %s failed", scan, exc_info=True)
+                cause = _cause(error, (ScanInputError,))
+                results[scan] = str(cause) if cause is not None else f"{scan}: {error!r}"
+            else:
+                for produced in staging.iterdir():
+                    shutil.move(str(produced), output_dir / produced.name)
+                results[scan] = "ok"
+            for leftover in staging.iterdir():  # a failed case's partial files
+                leftover.unlink()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return results
+
+
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m common.segment",
+        description="Segment 2D images and 3D scans (NIfTI, NRRD, MetaImage, DICOM series folders) with a bundle.",
+    )
+    parser.add_argument("--bundle", required=True, help="the bundle folder, e.g. bundles/conv_lora_sam_segmentation")
+    parser.add_argument("--input", required=True, help="a scan file, a DICOM series folder, or a folder of scans")
+    parser.add_argument("--output", required=True, help="folder for the results")
+    parser.add_argument("--weights", help="adapter checkpoint (default: <bundle>/models/model.pt)")
+    parser.add_argument(
+        "--config", action="append", default=[], help="extra config of the bundle's configs/ (repeatable)"
+    )
+    parser.add_argument("--backbone", help="backbone the weights were trained on (default: the bundle's)")
+    parser.add_argument("--intensity", help="volumes: 'mr', 'mr:1,99', 'ct:<preset>' or 'ct:<min>,<max>'")
+    parser.add_argument("--slice-axis", type=int, choices=(0, 1, 2), help="slicing axis of RAS volumes (2 = axial)")
+    parser.add_argument("--batch-size", type=int, help="slices per forward pass")
+    parser.add_argument("--context-slices", type=int, help="2.5D: neighbours on each side as channels")
+    parser.add_argument("--largest-component", action="store_true", help="keep the largest component per class")
+    parser.add_argument("--probabilities", action="store_true", help="also write <name>_prob.nii.gz")
+    parser.add_argument("--device", help="torch device (default: cuda:0 when available)")
+    parser.add_argument("--set", action="append", default=[], metavar="ID=VALUE", help="any config override")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+
+    overrides = {}
+    for key, value in (
+        ("backbone", args.backbone),
+        ("intensity", args.intensity),
+        ("slice_axis", args.slice_axis),
+        ("slice_batch_size", args.batch_size),
+        ("context_slices", args.context_slices),
+        ("device", None if args.device is None else f"$torch.device('{args.device}')"),
+    ):
+        if value is not None:
+            overrides[key] = value
+    if args.largest_component:
+        overrides["keep_largest_component"] = True
+    if args.probabilities:
+        overrides["save_probabilities"] = True
+    for item in args.set:
+        key, separator, value = item.partition("=")
+        if not separator:
+            parser.error(f"--set expects ID=VALUE, got {item!r}")
+        overrides[key] = _value(value)
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # MONAI's notices about Orientationd defaults and 2D inputs are not the user's business here
+    warnings.filterwarnings("ignore", message=r"(?s).*(Orientationd.__init__:labels|axcodes \()")
+    try:
+        results = segment_scans(
+            args.bundle, args.input, args.output, args.weights, args.config, overrides, progress=not args.quiet
+        )
+    except (SegmentationError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    failed = {scan: message for scan, message in results.items() if message != "ok"}
+    for message in failed.values():
+        print(f"error: {message}", file=sys.stderr)
+    print(f"{len(results) - len(failed)} of {len(results)} scan(s) segmented into {args.output}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

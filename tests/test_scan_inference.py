@@ -1,0 +1,279 @@
+"""Volume and image inference through every bundle's inference.json and ``python -m common.segment``: geometry round
+trips on real volumes, 2D and 3D inputs through one configuration, outputs, and one clear error per bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from common.adapters import save_adapter_checkpoint
+from common.data import read_scan
+from common.segment import load_bundle_for_inference, main, segment_scans
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TEST_BACKBONES = {
+    "sam2lora_fundus_segmentation": "sam2.1_hiera_test",
+    "conv_lora_sam_segmentation": "sam_vit_test",
+    "s_sam_text_prompted_segmentation": "sam_vit_test",
+    "balr_sam_segmentation": "sam_vit_test",
+}
+# an oracle "network" for geometry checks: with intensity "none" its logits are the voxel values, so the label map
+# written must be exactly (input > 0) on the input's own grid, whatever reorientation happened in between
+IDENTITY = {"network_def": {"_target_": "torch.nn.Identity"}, "intensity": "none"}
+
+
+class CentreChannel(torch.nn.Module):
+    """The 2.5D oracle: of (previous, current, next) slice channels, the current one as logits."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, 1:2]
+
+
+def _no_weights(folder: Path) -> Path:
+    """An adapter checkpoint with nothing in it, for the parameter-free oracle networks."""
+    torch.save({}, folder / "none.pt")
+    return folder / "none.pt"
+
+
+def _bundle_with_weights(name: str, root: Path) -> Path:
+    """A copy of bundle ``name`` with adapter weights of its test-backbone network in ``models/model.pt``."""
+    from monai.bundle import ConfigParser
+
+    bundle = root / name
+    shutil.copytree(REPO_ROOT / "bundles" / name, bundle)
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser.update({"bundle_root": str(bundle), "backbone": TEST_BACKBONES[name]})
+    save_adapter_checkpoint(parser.get_parsed_content("network"), bundle / "models" / "model.pt")
+    return bundle
+
+
+@pytest.fixture(scope="module")
+def conv_lora_bundle(tmp_path_factory):
+    return _bundle_with_weights("conv_lora_sam_segmentation", tmp_path_factory.mktemp("bundles"))
+
+
+def _picture(path: Path, channels: int = 3) -> Path:
+    array = np.random.default_rng(0).integers(0, 255, (40, 56, channels), dtype=np.uint8)
+    Image.fromarray(array[..., 0] if channels == 1 else array).save(path)
+    return path
+
+
+def _same_geometry(result: Path, source: Path) -> nib.Nifti1Image:
+    out, ref = nib.load(result), nib.load(source)
+    assert out.shape == ref.shape
+    assert np.allclose(out.affine, ref.affine, atol=1e-6)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(TEST_BACKBONES))
+def test_every_bundle_segments_a_volume_and_a_2d_image_with_one_configuration(name, shared_data, tmp_path):
+    bundle = _bundle_with_weights(name, tmp_path)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    volume = shutil.copy(shared_data / "msd_hippocampus" / "images" / "hippocampus_001.nii.gz", scans)
+    picture = _picture(scans / "photo.png")
+    out = tmp_path / "out"
+    results = segment_scans(bundle, scans, out, overrides={"backbone": TEST_BACKBONES[name]}, progress=False)
+    assert set(results.values()) == {"ok"}
+    labels = _same_geometry(out / "hippocampus_001_seg.nii.gz", Path(volume))
+    assert Image.open(out / "photo_seg.png").size == Image.open(picture).size
+    for stem in ("hippocampus_001", "photo"):
+        assert Image.open(out / f"{stem}_montage.png").mode == "RGB"
+        report = json.loads((out / f"{stem}_volumes.json").read_text())
+        assert set(report["classes"]) == set(
+            json.loads((bundle / "configs" / "inference.json").read_text())["label_names"].values()
+        )
+    # the report counts exactly the voxels of the label file
+    report = json.loads((out / "hippocampus_001_volumes.json").read_text())
+    array = np.asarray(labels.dataobj)
+    for entry in report["classes"].values():
+        assert entry["voxels"] == int((array == entry["label"]).sum())
+    assert not list(out.glob(".partial-*"))
+
+
+def test_geometry_round_trip_on_real_volumes_exact_voxel_for_voxel(shared_data, conv_lora_bundle, tmp_path):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    sources = [
+        shared_data / "totalsegmentator_samples" / "example_ct_sm.nii.gz",
+        shared_data / "totalsegmentator_samples" / "example_mr_sm.nii.gz",  # LPS: reoriented to RAS and back
+        *sorted((shared_data / "msd_hippocampus" / "images").glob("hippocampus_00*.nii.gz"))[:2],
+    ]
+    for source in sources:
+        shutil.copy(source, scans)
+    for axis, context in ((2, 0), (0, 1)):
+        out = tmp_path / f"out_{axis}"
+        overrides = {**IDENTITY, "slice_axis": axis, "context_slices": context, "save_probabilities": True}
+        if context:  # 2.5D: three channels reach the network; the identity keeps the centre one for the check
+            overrides["network_def"] = {"_target_": "test_scan_inference.CentreChannel"}
+        results = segment_scans(
+            conv_lora_bundle, scans, out, _no_weights(tmp_path), overrides=overrides, progress=False
+        )
+        assert set(results.values()) == {"ok"}, results
+        for source in sources:
+            stem = source.name.split(".")[0]
+            labels = _same_geometry(out / f"{stem}_seg.nii.gz", source)
+            probabilities = _same_geometry(out / f"{stem}_prob.nii.gz", source)
+            expected = np.asarray(nib.load(source).dataobj) > 0
+            assert np.array_equal(np.asarray(labels.dataobj) == 1, expected)
+            assert np.array_equal(np.asarray(probabilities.dataobj) > 0.5, expected)
+
+
+def test_a_dicom_series_keeps_its_geometry(conv_lora_bundle, tmp_path):
+    import itk
+
+    array = (np.arange(6 * 20 * 16).reshape(6, 20, 16) % 7 - 3).astype(np.int16)
+    image = itk.image_from_array(array)
+    image.SetSpacing((0.7, 0.8, 2.5))
+    image.SetOrigin((10.0, -20.0, 5.0))
+    series = tmp_path / "series"
+    series.mkdir()
+    names = [str(series / f"IM{i:04d}") for i in range(array.shape[0])]
+    writer = itk.ImageSeriesWriter[itk.Image[itk.SS, 3], itk.Image[itk.SS, 2]].New(
+        Input=image, FileNames=names, ImageIO=itk.GDCMImageIO.New()
+    )
+    writer.Update()
+    out = tmp_path / "out"
+    assert segment_scans(conv_lora_bundle, series, out, _no_weights(tmp_path), overrides=IDENTITY, progress=False) == {
+        str(series): "ok"
+    }
+    result = nib.load(out / "series_seg.nii.gz")
+    reference = read_scan(series)
+    assert result.shape == tuple(reference.shape[1:])
+    assert np.allclose(result.affine, np.asarray(reference.affine), atol=1e-6)
+    assert np.array_equal(np.asarray(result.dataobj) == 1, np.asarray(reference[0]) > 0)
+
+
+def _nifti(path: Path, array: np.ndarray) -> Path:
+    nib.save(nib.Nifti1Image(array, np.diag([0.8, 0.9, 2.5, 1.0])), str(path))
+    return path
+
+
+def _truncated(folder: Path) -> Path:
+    good = _nifti(folder / "good.nii.gz", np.ones((16, 16, 8), np.float32))
+    raw = gzip.decompress(good.read_bytes())
+    good.unlink()
+    (folder / "truncated.nii.gz").write_bytes(gzip.compress(raw[: len(raw) // 2]))
+    return folder / "truncated.nii.gz"
+
+
+def _nan(folder: Path) -> Path:
+    array = np.ones((8, 8, 4), np.float32)
+    array[1, 2, 3] = np.nan
+    return _nifti(folder / "nan.nii.gz", array)
+
+
+def _mixed_dicom(folder: Path) -> Path:
+    import itk
+
+    mixed = folder / "mixed"
+    mixed.mkdir()
+    for number, depth in ((1, 4), (2, 3)):
+        names = [str(mixed / f"s{number}_{i}.dcm") for i in range(depth)]
+        writer = itk.ImageSeriesWriter[itk.Image[itk.SS, 3], itk.Image[itk.SS, 2]].New(
+            Input=itk.image_from_array(np.full((depth, 8, 8), number, np.int16)),
+            FileNames=names,
+            ImageIO=itk.GDCMImageIO.New(),
+        )
+        writer.Update()
+    return mixed
+
+
+def _empty(folder: Path) -> Path:
+    (folder / "empty").mkdir()
+    return folder / "empty"
+
+
+BAD_INPUTS = {
+    "truncated file": (_truncated, "cannot be read"),
+    "4D image": (lambda f: _nifti(f / "four_d.nii.gz", np.zeros((8, 8, 6, 3), np.float32)), "4D series"),
+    "1-voxel-thick volume": (lambda f: _nifti(f / "thin.nii.gz", np.zeros((8, 8, 1), np.float32)), "voxel"),
+    "NaN voxels": (_nan, "1 NaN"),
+    "mixed DICOM series": (_mixed_dicom, "2 DICOM series are mixed"),
+    "RGBA image (wrong channel count)": (lambda f: _picture(f / "rgba.png", channels=4), "4 channels"),
+    "empty folder": (_empty, "no scans in this folder"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_gets_one_clear_error_and_no_output(case, conv_lora_bundle, tmp_path, capsys):
+    make, message = BAD_INPUTS[case]
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    bad = make(inputs)
+    out = tmp_path / "out"
+    status = main(
+        [
+            "--bundle",
+            str(conv_lora_bundle),
+            "--input",
+            str(bad),
+            "--output",
+            str(out),
+            "--quiet",
+            "--backbone",
+            "sam_vit_test",
+        ]
+    )
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert status == 1 and len(errors) == 1 and message in errors[0] and str(bad) in errors[0], errors
+    assert not out.exists() or not any(out.iterdir())  # no partial output, no staging folder left
+
+
+def test_a_bad_scan_in_a_folder_does_not_stop_the_others(shared_data, conv_lora_bundle, tmp_path, capsys):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(shared_data / "msd_hippocampus" / "images" / "hippocampus_001.nii.gz", scans)
+    _nan(scans)
+    out = tmp_path / "out"
+    status = main(
+        [
+            "--bundle",
+            str(conv_lora_bundle),
+            "--input",
+            str(scans),
+            "--output",
+            str(out),
+            "--quiet",
+            "--backbone",
+            "sam_vit_test",
+            "--largest-component",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert status == 1 and "1 NaN" in captured.err and "1 of 2 scan(s) segmented" in captured.out
+    assert sorted(p.name for p in out.iterdir()) == [
+        "hippocampus_001_montage.png",
+        "hippocampus_001_seg.nii.gz",
+        "hippocampus_001_volumes.json",
+    ]
+
+
+def test_missing_and_mismatched_weights_are_refused_before_anything_is_written(
+    shared_data, conv_lora_bundle, tmp_path, capsys
+):
+    scan = shared_data / "msd_hippocampus" / "images" / "hippocampus_001.nii.gz"
+    out = tmp_path / "out"
+    common = ["--bundle", str(conv_lora_bundle), "--input", str(scan), "--output", str(out), "--quiet"]
+    assert main([*common, "--backbone", "sam_vit_test", "--weights", str(tmp_path / "absent.pt")]) == 1
+    assert "no trained weights" in capsys.readouterr().err
+    state = torch.load(conv_lora_bundle / "models" / "model.pt", weights_only=True)
+    first = next(iter(state))
+    torch.save({**state, first: torch.zeros(3)}, tmp_path / "other.pt")
+    assert main([*common, "--backbone", "sam_vit_test", "--weights", str(tmp_path / "other.pt")]) == 1
+    assert "does not fit the model" in capsys.readouterr().err
+    # weights of the test backbone on the bundle's default backbone (whose base weights are absent here)
+    assert main(common) == 1
+    assert "network cannot be built" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+    with pytest.raises(Exception, match="no such bundle config"):
+        load_bundle_for_inference(conv_lora_bundle, configs=["absent.json"])

@@ -1,0 +1,174 @@
+"""The bundles as MONAI Label backends, with the real ``monailabel`` package, offline: the ``monaibundle`` sample app's
+``BundleInferTask`` and ``BundleTrainTask`` on our bundles, and a real server answering ``/infer`` over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+monailabel = pytest.importorskip("monailabel", reason="monailabel is installed by the README's test command")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TEST_BACKBONES = {
+    "sam2lora_fundus_segmentation": "sam2.1_hiera_test",
+    "conv_lora_sam_segmentation": "sam_vit_test",
+    "s_sam_text_prompted_segmentation": "sam_vit_test",
+    "balr_sam_segmentation": "sam_vit_test",
+}
+# what MONAI Label needs from a bundle's infer task on a CPU test machine (the app's usual conf otherwise)
+CONF = {"models": "", "zoo_source": "github", "sam2": "false", "preload": "false"}
+
+
+def _place_bundle(name: str, model_dir: Path) -> Path:
+    """Copy bundle ``name`` under ``<app>/model/<name>`` set to its test backbone (a configuration value, as a user
+    would set their backbone), with adapter weights of that network in ``models/model.pt``."""
+    from monai.bundle import ConfigParser
+
+    from common.adapters import save_adapter_checkpoint
+
+    bundle = model_dir / name
+    shutil.copytree(REPO_ROOT / "bundles" / name, bundle)
+    for config in ("inference.json", "train.json"):
+        path = bundle / "configs" / config
+        content = json.loads(path.read_text())
+        content["backbone"] = TEST_BACKBONES[name]
+        path.write_text(json.dumps(content, indent=4))
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser.update({"bundle_root": str(bundle)})
+    save_adapter_checkpoint(parser.get_parsed_content("network"), bundle / "models" / "model.pt")
+    return bundle
+
+
+def _hippocampus_study(shared_data: Path, studies: Path) -> Path:
+    studies.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy(shared_data / "msd_hippocampus" / "images" / "hippocampus_001.nii.gz", studies))
+
+
+@pytest.mark.parametrize("name", sorted(TEST_BACKBONES))
+def test_bundle_infer_task_returns_a_label_volume_of_the_original_geometry(name, shared_data, tmp_path):
+    from monailabel.tasks.infer.bundle import BundleInferTask
+
+    bundle = _place_bundle(name, tmp_path / "model")
+    task = BundleInferTask(str(bundle), CONF)
+    assert task.is_valid()
+    metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
+    names = json.loads((bundle / "configs" / "inference.json").read_text())["label_names"]
+    # labels as MONAI Label shows them: name → value in the returned label map
+    assert task.labels == {v.lower(): int(k) for k, v in names.items()}
+    assert task.dimension == len(metadata["network_data_format"]["inputs"]["image"]["spatial_shape"])
+    study = _hippocampus_study(shared_data, tmp_path / "studies")
+    result_file, result_json = task({"image": str(study), "device": "cpu"})
+    result, source = nib.load(result_file), nib.load(study)
+    assert result.shape == source.shape and np.allclose(result.affine, source.affine, atol=1e-6)
+    assert set(np.unique(np.asarray(result.dataobj))) <= {0, *map(int, names)}
+
+
+def test_bundle_train_task_trains_from_a_datastore_and_writes_the_model(tmp_path):
+    from monailabel.datastore.local import LocalDatastore
+    from monailabel.tasks.train.bundle import BundleTrainTask
+
+    from common.data import make_synthetic_dataset
+
+    bundle = _place_bundle("conv_lora_sam_segmentation", tmp_path / "model")
+    # a MONAI Label datastore of 2D pictures with final labels (what annotators save from the viewer)
+    data = tmp_path / "synthetic"
+    make_synthetic_dataset(data, spatial_dims=2, num_classes=1, num_train=4, num_val=0, num_test=0)
+    studies = tmp_path / "studies"
+    (studies / "labels" / "final").mkdir(parents=True)
+    for image in sorted((data / "images").glob("*.png")):
+        shutil.copy(image, studies / image.name)
+        shutil.copy(data / "labels" / image.name, studies / "labels" / "final" / image.name)
+    datastore = LocalDatastore(str(studies), extensions=["*.png"], auto_reload=False)
+    assert len(datastore.datalist()) == 4
+
+    task = BundleTrainTask(str(bundle), {**CONF, "models": "conv_lora_sam_segmentation"})
+    assert task.is_valid()
+    model = bundle / "models" / "model.pt"
+    before = torch.load(model, weights_only=True)
+    os.utime(model, (0, 0))
+    task(
+        {
+            "model": "conv_lora_sam_segmentation",
+            "max_epochs": 1,
+            "val_split": 0.5,
+            "device": "cpu",
+            "multi_gpu": False,
+            "tracking": "None",
+        },
+        datastore,
+    )
+    assert model.stat().st_mtime > 0  # rewritten by the bundle's checkpoint handler
+    after = torch.load(model, weights_only=True)
+    assert set(after) == set(before) and any(not torch.equal(after[k], before[k]) for k in before)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_real_monai_label_server_segments_a_study_over_http(shared_data, tmp_path):
+    import requests
+
+    apps = tmp_path / "apps"
+    subprocess.run(
+        [sys.executable, "-m", "monailabel.main", "apps", "--download", "--name", "monaibundle", "--output", str(apps)],
+        check=True,
+        capture_output=True,
+    )
+    app = apps / "monaibundle"
+    _place_bundle("conv_lora_sam_segmentation", app / "model")
+    study = _hippocampus_study(shared_data, tmp_path / "studies")
+    port = _free_port()
+    command = [
+        sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", str(study.parent),
+        "--host", "127.0.0.1", "--port", str(port),
+        "--conf", "models", "conv_lora_sam_segmentation", "--conf", "zoo_source", "github", "--conf", "sam2", "false",
+    ]  # fmt: skip
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):  # the app loads the bundle before it answers
+            if server.poll() is not None:
+                break
+            try:
+                info = requests.get(f"{url}/info/", timeout=2).json()
+                break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        else:
+            info = None
+        assert info is not None, (tmp_path / "server.log").read_text()[-3000:]
+        assert info["models"]["conv_lora_sam_segmentation"]["labels"] == {"lesion": 1}
+        response = requests.post(
+            f"{url}/infer/conv_lora_sam_segmentation",
+            params={"image": "hippocampus_001", "output": "image"},
+            timeout=300,
+        )
+        assert response.status_code == 200, response.text[:2000]
+        (tmp_path / "result.nii.gz").write_bytes(response.content)
+        result, source = nib.load(tmp_path / "result.nii.gz"), nib.load(study)
+        assert result.shape == source.shape and np.allclose(result.affine, source.affine, atol=1e-6)
+        assert set(np.unique(np.asarray(result.dataobj))) <= {0, 1}
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+    assert server.returncode is not None

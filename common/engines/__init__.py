@@ -4,6 +4,7 @@ from .empty_class_metric import EmptyClassFalsePositiveHandler, EmptyClassFalseP
 from .gradient_clipping import GradientClipping
 from .hausdorff_mm import HausdorffDistanceMm
 from .per_image_confusion import PerImageConfusionMatrix
+from .prompt_propagation import mask_box, propagate_from_prompts
 from .slice_inferer import SliceBatchInferer
 
 __all__ = [
@@ -13,4 +14,6 @@ __all__ = [
     "HausdorffDistanceMm",
     "PerImageConfusionMatrix",
     "SliceBatchInferer",
+    "mask_box",
+    "propagate_from_prompts",
 ]

@@ -114,6 +114,16 @@ def test_bundle_train_task_trains_from_a_datastore_and_writes_the_model(tmp_path
     assert set(after) == set(before) and any(not torch.equal(after[k], before[k]) for k in before)
 
 
+# the lines the README tells a user to add to the monaibundle app's init_infers for the interactive SAM2LoRA task
+INTERACTIVE_TASK = """\
+        if "sam2lora_fundus_segmentation" in self.models:
+            from common.monai_label import PromptPropagationInferTask
+
+            infers["sam2lora_prompts"] = PromptPropagationInferTask(self.models["sam2lora_fundus_segmentation"])
+        return infers
+"""
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -130,13 +140,17 @@ def test_a_real_monai_label_server_segments_a_study_over_http(shared_data, tmp_p
         capture_output=True,
     )
     app = apps / "monaibundle"
+    main_py = app / "main.py"
+    assert main_py.read_text().count("        return infers\n") == 1
+    main_py.write_text(main_py.read_text().replace("        return infers\n", INTERACTIVE_TASK))
     _place_bundle("conv_lora_sam_segmentation", app / "model")
+    _place_bundle("sam2lora_fundus_segmentation", app / "model")
     study = _hippocampus_study(shared_data, tmp_path / "studies")
     port = _free_port()
     command = [
         sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", str(study.parent),
         "--host", "127.0.0.1", "--port", str(port),
-        "--conf", "models", "conv_lora_sam_segmentation", "--conf", "zoo_source", "github", "--conf", "sam2", "false",
+        "--conf", "models", "conv_lora_sam_segmentation,sam2lora_fundus_segmentation", "--conf", "zoo_source", "github", "--conf", "sam2", "false",
     ]  # fmt: skip
     log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
@@ -164,6 +178,18 @@ def test_a_real_monai_label_server_segments_a_study_over_http(shared_data, tmp_p
         result, source = nib.load(tmp_path / "result.nii.gz"), nib.load(study)
         assert result.shape == source.shape and np.allclose(result.affine, source.affine, atol=1e-6)
         assert set(np.unique(np.asarray(result.dataobj))) <= {0, 1}
+        # the interactive task: a click on slice 17, propagated both ways
+        assert info["models"]["sam2lora_prompts"]["type"] == "deepgrow"
+        response = requests.post(
+            f"{url}/infer/sam2lora_prompts",
+            params={"image": "hippocampus_001", "output": "image"},
+            data={"params": json.dumps({"foreground": [[17, 25, 17]], "background": [[2, 2, 17]]})},
+            timeout=300,
+        )
+        assert response.status_code == 200, response.text[:2000]
+        (tmp_path / "prompted.nii.gz").write_bytes(response.content)
+        prompted = nib.load(tmp_path / "prompted.nii.gz")
+        assert prompted.shape == source.shape and np.allclose(prompted.affine, source.affine, atol=1e-6)
     finally:
         server.terminate()
         try:

@@ -39,11 +39,13 @@ def _place_bundle(name: str, model_dir: Path) -> Path:
 
     bundle = model_dir / name
     shutil.copytree(REPO_ROOT / "bundles" / name, bundle)
-    for config in ("inference.json", "train.json"):
+    for config, settings in (
+        ("inference.json", {"backbone": TEST_BACKBONES[name]}),
+        # validation (and with it the best-metric checkpoint) after every epoch, as a short MONAI Label run needs
+        ("train.json", {"backbone": TEST_BACKBONES[name], "num_workers": 0, "batch_size": 2, "val_interval": 1}),
+    ):
         path = bundle / "configs" / config
-        content = json.loads(path.read_text())
-        content["backbone"] = TEST_BACKBONES[name]
-        path.write_text(json.dumps(content, indent=4))
+        path.write_text(json.dumps({**json.loads(path.read_text()), **settings}, indent=4))
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.json"))
     parser.update({"bundle_root": str(bundle)})
@@ -75,40 +77,43 @@ def test_bundle_infer_task_returns_a_label_volume_of_the_original_geometry(name,
     assert set(np.unique(np.asarray(result.dataobj))) <= {0, *map(int, names)}
 
 
-def test_bundle_train_task_trains_from_a_datastore_and_writes_the_model(tmp_path):
-    from monailabel.datastore.local import LocalDatastore
-    from monailabel.tasks.train.bundle import BundleTrainTask
-
+def _datastore_studies(name: str, shared_data: Path, studies: Path) -> str:
+    """A MONAI Label datastore folder with final labels (what annotators save from the viewer), of the kind the
+    bundle's ``train.json`` trains on: 2D pictures, or for S-SAM real hippocampus volumes. Returns the extension."""
     from common.data import make_synthetic_dataset
 
-    bundle = _place_bundle("conv_lora_sam_segmentation", tmp_path / "model")
-    # a MONAI Label datastore of 2D pictures with final labels (what annotators save from the viewer)
-    data = tmp_path / "synthetic"
-    make_synthetic_dataset(data, spatial_dims=2, num_classes=1, num_train=4, num_val=0, num_test=0)
-    studies = tmp_path / "studies"
     (studies / "labels" / "final").mkdir(parents=True)
+    if name == "s_sam_text_prompted_segmentation":
+        for case in ("hippocampus_001", "hippocampus_003", "hippocampus_004", "hippocampus_006"):
+            shutil.copy(shared_data / "msd_hippocampus" / "images" / f"{case}.nii.gz", studies)
+            shutil.copy(shared_data / "msd_hippocampus" / "labels" / f"{case}.nii.gz", studies / "labels" / "final")
+        return "*.nii.gz"
+    data = studies.parent / "synthetic"
+    make_synthetic_dataset(data, spatial_dims=2, num_classes=1, num_train=4, num_val=0, num_test=0)
     for image in sorted((data / "images").glob("*.png")):
         shutil.copy(image, studies / image.name)
         shutil.copy(data / "labels" / image.name, studies / "labels" / "final" / image.name)
-    datastore = LocalDatastore(str(studies), extensions=["*.png"], auto_reload=False)
+    return "*.png"
+
+
+@pytest.mark.parametrize("name", sorted(TEST_BACKBONES))
+def test_bundle_train_task_trains_from_a_datastore_and_writes_the_model(name, shared_data, tmp_path):
+    from monailabel.datastore.local import LocalDatastore
+    from monailabel.tasks.train.bundle import BundleTrainTask
+
+    bundle = _place_bundle(name, tmp_path / "model")
+    studies = tmp_path / "studies"
+    extension = _datastore_studies(name, shared_data, studies)
+    datastore = LocalDatastore(str(studies), extensions=[extension], auto_reload=False)
     assert len(datastore.datalist()) == 4
 
-    task = BundleTrainTask(str(bundle), {**CONF, "models": "conv_lora_sam_segmentation"})
+    task = BundleTrainTask(str(bundle), {**CONF, "models": name})
     assert task.is_valid()
     model = bundle / "models" / "model.pt"
     before = torch.load(model, weights_only=True)
     os.utime(model, (0, 0))
-    task(
-        {
-            "model": "conv_lora_sam_segmentation",
-            "max_epochs": 1,
-            "val_split": 0.5,
-            "device": "cpu",
-            "multi_gpu": False,
-            "tracking": "None",
-        },
-        datastore,
-    )
+    request = {"model": name, "max_epochs": 1, "val_split": 0.5, "device": "cpu", "multi_gpu": False}
+    task({**request, "tracking": "None"}, datastore)
     assert model.stat().st_mtime > 0  # rewritten by the bundle's checkpoint handler
     after = torch.load(model, weights_only=True)
     assert set(after) == set(before) and any(not torch.equal(after[k], before[k]) for k in before)

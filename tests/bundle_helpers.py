@@ -85,3 +85,37 @@ def check_bundle_files(bundle: Path, extra_configs: Sequence[str], backbone: str
     official = OFFICIAL_CHECKPOINTS[backbone]
     entry = entries[f"models/{official.filename}"]
     assert (entry["url"], entry["hash_val"], entry["hash_type"]) == (official.url, official.sha256, "sha256")
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: the tiny random-weight backbone of each bundle's family, for CPU tests
+TEST_BACKBONES = {
+    "sam2lora_fundus_segmentation": "sam2.1_hiera_test",
+    "conv_lora_sam_segmentation": "sam_vit_test",
+    "s_sam_text_prompted_segmentation": "sam_vit_test",
+    "balr_sam_segmentation": "sam_vit_test",
+}
+
+
+def bundle_with_test_weights(name: str, parent: Path, settings: dict | None = None) -> Path:
+    """A copy of bundle ``name`` under ``parent`` whose configs use its test backbone (plus ``settings``, written
+    into ``inference.json`` and ``train.json`` as a user would set them), with the adapter weights of that network
+    in ``models/model.pt`` (test backbones are seeded, so the weights fit every later build)."""
+    import json
+    import shutil
+
+    from monai.bundle import ConfigParser
+
+    from common.adapters import save_adapter_checkpoint
+
+    bundle = parent / name
+    shutil.copytree(REPO_ROOT / "bundles" / name, bundle)
+    for config in ("inference.json", "train.json"):
+        path = bundle / "configs" / config
+        values = {"backbone": TEST_BACKBONES[name], **(settings or {})}
+        path.write_text(json.dumps({**json.loads(path.read_text()), **values}, indent=4))
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser.update({"bundle_root": str(bundle)})
+    save_adapter_checkpoint(parser.get_parsed_content("network"), bundle / "models" / "model.pt")
+    return bundle

@@ -16,41 +16,18 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from bundle_helpers import TEST_BACKBONES, bundle_with_test_weights
 
 monailabel = pytest.importorskip("monailabel", reason="monailabel is installed by the README's test command")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-TEST_BACKBONES = {
-    "sam2lora_fundus_segmentation": "sam2.1_hiera_test",
-    "conv_lora_sam_segmentation": "sam_vit_test",
-    "s_sam_text_prompted_segmentation": "sam_vit_test",
-    "balr_sam_segmentation": "sam_vit_test",
-}
 # what MONAI Label needs from a bundle's infer task on a CPU test machine (the app's usual conf otherwise)
 CONF = {"models": "", "zoo_source": "github", "sam2": "false", "preload": "false"}
 
 
 def _place_bundle(name: str, model_dir: Path) -> Path:
-    """Copy bundle ``name`` under ``<app>/model/<name>`` set to its test backbone (a configuration value, as a user
-    would set their backbone), with adapter weights of that network in ``models/model.pt``."""
-    from monai.bundle import ConfigParser
-
-    from common.adapters import save_adapter_checkpoint
-
-    bundle = model_dir / name
-    shutil.copytree(REPO_ROOT / "bundles" / name, bundle)
-    for config, settings in (
-        ("inference.json", {"backbone": TEST_BACKBONES[name]}),
-        # validation (and with it the best-metric checkpoint) after every epoch, as a short MONAI Label run needs
-        ("train.json", {"backbone": TEST_BACKBONES[name], "num_workers": 0, "batch_size": 2, "val_interval": 1}),
-    ):
-        path = bundle / "configs" / config
-        path.write_text(json.dumps({**json.loads(path.read_text()), **settings}, indent=4))
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "inference.json"))
-    parser.update({"bundle_root": str(bundle)})
-    save_adapter_checkpoint(parser.get_parsed_content("network"), bundle / "models" / "model.pt")
-    return bundle
+    """Bundle ``name`` under ``<app>/model/<name>``, on its test backbone, validating (and so saving its best
+    checkpoint) after every epoch as a short MONAI Label training run needs."""
+    return bundle_with_test_weights(name, model_dir, {"num_workers": 0, "batch_size": 2, "val_interval": 1})
 
 
 def _hippocampus_study(shared_data: Path, studies: Path) -> Path:

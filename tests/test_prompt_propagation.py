@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from bundle_helpers import REPO_ROOT, bundle_with_test_weights
 
 from common.engines.prompt_propagation import mask_box, propagate_from_prompts
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class BoxOracle(torch.nn.Module):
@@ -103,18 +101,10 @@ def test_monai_label_task_turns_clicks_and_rois_into_a_propagated_label_volume(t
 
 def test_monai_label_task_runs_the_real_sam2lora_network(shared_data, tmp_path):
     pytest.importorskip("monailabel", reason="monailabel is installed by the README's test command")
-    from monai.bundle import ConfigParser
-
-    from common.adapters import save_adapter_checkpoint
     from common.monai_label import PromptPropagationInferTask
 
-    bundle = tmp_path / "sam2lora_fundus_segmentation"
-    shutil.copytree(REPO_ROOT / "bundles" / bundle.name, bundle)
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "inference.json"))
-    parser.update({"bundle_root": str(bundle), "backbone": "sam2.1_hiera_test"})
-    save_adapter_checkpoint(parser.get_parsed_content("network"), bundle / "models" / "model.pt")
-    task = PromptPropagationInferTask(bundle, overrides={"backbone": "sam2.1_hiera_test"})
+    bundle = bundle_with_test_weights("sam2lora_fundus_segmentation", tmp_path)
+    task = PromptPropagationInferTask(bundle)
     study = shared_data / "msd_hippocampus" / "images" / "hippocampus_001.nii.gz"
     result_file, result = task({"image": str(study), "foreground": [[17, 25, 17]], "background": [[2, 2, 17]]})
     written, source = nib.load(result_file), nib.load(study)

@@ -12,19 +12,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from bundle_helpers import TEST_BACKBONES, bundle_with_test_weights
 from PIL import Image
 
-from common.adapters import save_adapter_checkpoint
 from common.data import read_scan
 from common.segment import load_bundle_for_inference, main, segment_scans
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-TEST_BACKBONES = {
-    "sam2lora_fundus_segmentation": "sam2.1_hiera_test",
-    "conv_lora_sam_segmentation": "sam_vit_test",
-    "s_sam_text_prompted_segmentation": "sam_vit_test",
-    "balr_sam_segmentation": "sam_vit_test",
-}
 # an oracle "network" for geometry checks: with intensity "none" its logits are the voxel values, so the label map
 # written must be exactly (input > 0) on the input's own grid, whatever reorientation happened in between
 IDENTITY = {"network_def": {"_target_": "torch.nn.Identity"}, "intensity": "none"}
@@ -43,22 +36,9 @@ def _no_weights(folder: Path) -> Path:
     return folder / "none.pt"
 
 
-def _bundle_with_weights(name: str, root: Path) -> Path:
-    """A copy of bundle ``name`` with adapter weights of its test-backbone network in ``models/model.pt``."""
-    from monai.bundle import ConfigParser
-
-    bundle = root / name
-    shutil.copytree(REPO_ROOT / "bundles" / name, bundle)
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "inference.json"))
-    parser.update({"bundle_root": str(bundle), "backbone": TEST_BACKBONES[name]})
-    save_adapter_checkpoint(parser.get_parsed_content("network"), bundle / "models" / "model.pt")
-    return bundle
-
-
 @pytest.fixture(scope="module")
 def conv_lora_bundle(tmp_path_factory):
-    return _bundle_with_weights("conv_lora_sam_segmentation", tmp_path_factory.mktemp("bundles"))
+    return bundle_with_test_weights("conv_lora_sam_segmentation", tmp_path_factory.mktemp("bundles"))
 
 
 def _picture(path: Path, channels: int = 3) -> Path:
@@ -76,13 +56,13 @@ def _same_geometry(result: Path, source: Path) -> nib.Nifti1Image:
 
 @pytest.mark.parametrize("name", sorted(TEST_BACKBONES))
 def test_every_bundle_segments_a_volume_and_a_2d_image_with_one_configuration(name, shared_data, tmp_path):
-    bundle = _bundle_with_weights(name, tmp_path)
+    bundle = bundle_with_test_weights(name, tmp_path)
     scans = tmp_path / "scans"
     scans.mkdir()
     volume = shutil.copy(shared_data / "msd_hippocampus" / "images" / "hippocampus_001.nii.gz", scans)
     picture = _picture(scans / "photo.png")
     out = tmp_path / "out"
-    results = segment_scans(bundle, scans, out, overrides={"backbone": TEST_BACKBONES[name]}, progress=False)
+    results = segment_scans(bundle, scans, out, progress=False)
     assert set(results.values()) == {"ok"}
     labels = _same_geometry(out / "hippocampus_001_seg.nii.gz", Path(volume))
     assert Image.open(out / "photo_seg.png").size == Image.open(picture).size
@@ -271,8 +251,8 @@ def test_missing_and_mismatched_weights_are_refused_before_anything_is_written(
     torch.save({**state, first: torch.zeros(3)}, tmp_path / "other.pt")
     assert main([*common, "--backbone", "sam_vit_test", "--weights", str(tmp_path / "other.pt")]) == 1
     assert "does not fit the model" in capsys.readouterr().err
-    # weights of the test backbone on the bundle's default backbone (whose base weights are absent here)
-    assert main(common) == 1
+    # weights of the test backbone on the paper's backbone (whose base weights are absent here)
+    assert main([*common, "--backbone", "sam_vit_h"]) == 1
     assert "network cannot be built" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
     with pytest.raises(Exception, match="no such bundle config"):

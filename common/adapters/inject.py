@@ -87,12 +87,23 @@ def adapter_layers(model: nn.Module) -> Iterator[tuple[str, AdapterLayer]]:
             yield name, module
 
 
-def merge_adapters(model: nn.Module) -> int:
-    """Fold every adapter into its base weight (see :meth:`AdapterLayer.merge`); returns how many were merged."""
-    layers = list(adapter_layers(model))
-    for _, layer in layers:
-        layer.merge()
-    return len(layers)
+def merge_adapters(model: nn.Module, strict: bool = True) -> int:
+    """Fold every adapter into its base weight (see :meth:`AdapterLayer.merge`); returns how many were merged.
+
+    Args:
+        strict: raise on adapters that cannot be folded into a weight (Conv-LoRA's experts, bottleneck adapters);
+            with False they stay as they are and run unmerged.
+    """
+    merged = 0
+    for _, layer in adapter_layers(model):
+        try:
+            layer.merge()
+        except NotImplementedError:
+            if strict:
+                raise
+        else:
+            merged += 1
+    return merged
 
 
 def unmerge_adapters(model: nn.Module) -> int:

@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import TEST_BACKBONES, bundle_with_test_weights
+from bundle_helpers import REPO_ROOT, TEST_BACKBONES, bundle_with_test_weights
 from PIL import Image
 
 from common.data import read_scan
@@ -257,3 +257,17 @@ def test_missing_and_mismatched_weights_are_refused_before_anything_is_written(
     assert not out.exists() or not any(out.iterdir())
     with pytest.raises(Exception, match="no such bundle config"):
         load_bundle_for_inference(conv_lora_bundle, configs=["absent.json"])
+
+
+def test_the_four_inference_configs_share_one_scan_pipeline():
+    # bundles are self-contained (model-zoo style), so each carries the scan pipeline; it must not drift apart
+    shared = ("input", "datalist", "dimension", "slice_axis", "slice_batch_size", "context_slices", "progress",
+              "keep_largest_component", "save_probabilities", "preprocessing", "inferer", "postprocessing")  # fmt: skip
+    configs = {
+        name: json.loads((REPO_ROOT / "bundles" / name / "configs" / "inference.json").read_text())
+        for name in TEST_BACKBONES
+    }
+    reference = configs["conv_lora_sam_segmentation"]
+    for name, config in configs.items():
+        assert {key: config[key] for key in shared} == {key: reference[key] for key in shared}, name
+        assert config["intensity"] and config["output_rule"] and config["label_names"], name

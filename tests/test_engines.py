@@ -120,3 +120,25 @@ def test_hausdorff_distance_in_millimetres_uses_each_case_spacing():
     empty[0] = 1
     handler.update(([empty], [anisotropic]))  # nothing predicted: undefined, not 0 mm
     assert not torch.isfinite(handler.metric_fn.aggregate()).any()
+
+
+def test_time_budget_stops_training_after_its_minutes():
+    import time
+
+    from ignite.engine import Engine, Events
+
+    from common.engines import TimeBudget
+
+    def slow_step(engine, batch):
+        time.sleep(0.02)
+
+    engine = Engine(slow_step)
+    completed = []
+    engine.add_event_handler(Events.COMPLETED, lambda e: completed.append(e.state.iteration))
+    TimeBudget(minutes=0.1 / 60).attach(engine)  # 0.1 s
+    engine.run(range(1000), max_epochs=1)
+    assert 3 <= engine.state.iteration < 50 and completed == [engine.state.iteration]
+    unlimited = Engine(lambda e, b: None)
+    TimeBudget(None).attach(unlimited)
+    unlimited.run(range(20), max_epochs=2)
+    assert unlimited.state.iteration == 40

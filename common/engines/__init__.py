@@ -6,6 +6,7 @@ from .hausdorff_mm import HausdorffDistanceMm
 from .per_image_confusion import PerImageConfusionMatrix
 from .prompt_propagation import mask_box, propagate_from_prompts
 from .slice_inferer import SliceBatchInferer
+from .time_budget import TimeBudget
 
 __all__ = [
     "EmptyClassFalsePositiveHandler",
@@ -14,6 +15,7 @@ __all__ = [
     "HausdorffDistanceMm",
     "PerImageConfusionMatrix",
     "SliceBatchInferer",
+    "TimeBudget",
     "mask_box",
     "propagate_from_prompts",
 ]

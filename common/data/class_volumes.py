@@ -12,7 +12,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from .montage import scan_stem
+from .scan_io import scan_stem
 
 __all__ = ["SaveClassVolumesd", "class_volumes"]
 

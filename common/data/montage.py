@@ -11,20 +11,15 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from .scan_io import scan_stem
 from .visualize import overlay_masks
 
-__all__ = ["SaveMontaged", "label_montage", "scan_stem"]
+__all__ = ["SaveMontaged", "label_montage"]
 
 
-def scan_stem(image: torch.Tensor) -> str:
-    """The name outputs of one scan are called by: its file name without suffixes (a DICOM folder: its name)."""
-    source = getattr(image, "meta", {}).get("filename_or_obj", "image")
-    source = source[0] if isinstance(source, (list, tuple)) and source else source
-    path = Path(str(source))
-    if path.suffix.lower() == ".dcm" or path.is_dir():
-        path = path if path.is_dir() else path.parent
-        return path.name
-    return path.name.split(".")[0]
+def _class_masks(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """``K×…`` boolean masks of labels 1..K of an integer label map."""
+    return np.stack([labels == c for c in range(1, num_classes + 1)])
 
 
 def label_montage(
@@ -58,8 +53,7 @@ def label_montage(
     chosen = pool[np.unique(np.linspace(0, len(pool) - 1, min(num_slices, len(pool))).round().astype(int))]
     tiles = []
     for index in chosen:
-        masks = np.stack([labels[index] == c for c in range(1, num_classes + 1)])
-        tile = overlay_masks(image[:, index], masks)  # h×w×3
+        tile = overlay_masks(image[:, index], _class_masks(labels[index], num_classes))  # h×w×3
         tiles.append(tile.transpose(1, 0, 2)[::-1, ::-1])
     factor = max(1, -(-min_tile_size // min(tiles[0].shape[:2])))
     tiles = [tile.repeat(factor, axis=0).repeat(factor, axis=1) for tile in tiles]
@@ -113,7 +107,7 @@ class SaveMontaged(MapTransform):
             if image.ndim == 4:
                 picture = label_montage(image, labels, self.num_classes, self.spatial_axis, self.num_slices)
             else:
-                masks = np.stack([labels[0] == c for c in range(1, self.num_classes + 1)])
+                masks = _class_masks(labels[0], self.num_classes)
                 picture = overlay_masks(image, masks).transpose(1, 0, 2)  # PIL-loaded arrays are (x, y)
             self.output_dir.mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.ascontiguousarray(picture)).save(

@@ -26,6 +26,7 @@ __all__ = [
     "check_scan_path",
     "list_scans",
     "read_scan",
+    "scan_stem",
 ]
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -204,3 +205,14 @@ def list_scans(path: str | os.PathLike) -> list[dict[str, str]]:
             f"{', '.join(VOLUME_SUFFIXES + IMAGE_2D_SUFFIXES)})"
         )
     return [{"image": str(p)} for p in scans]
+
+
+def scan_stem(image: torch.Tensor) -> str:
+    """The name outputs of one scan are called by: its file name without suffixes (a DICOM folder: its name)."""
+    source = getattr(image, "meta", {}).get("filename_or_obj", "image")
+    source = source[0] if isinstance(source, (list, tuple)) and source else source
+    path = Path(str(source))
+    if path.suffix.lower() == ".dcm" or path.is_dir():
+        path = path if path.is_dir() else path.parent
+        return path.name
+    return path.name.split(".")[0]

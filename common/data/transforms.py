@@ -12,6 +12,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type
 
+from .scan_io import scan_stem
 from .visualize import overlay_masks
 
 __all__ = ["AddBackgroundChanneld", "LabelValuesToChannelsd", "SelectFieldOfViewd", "SaveOverlayd"]
@@ -121,8 +122,7 @@ class SaveOverlayd(MapTransform):
 
         d = dict(data)
         image = d[self.image_key]
-        source = getattr(image, "meta", {}).get("filename_or_obj", "image")
-        stem = Path(str(source)).name.split(".")[0]
+        stem = scan_stem(image)
         for key in self.key_iterator(d):
             label = None if self.label_key is None else np.asarray(torch.as_tensor(d[self.label_key]).cpu())
             picture = overlay_masks(

@@ -5,6 +5,7 @@ from .conv_lora_sam import CONV_LORA_TARGETS, ConvLoraSamNet
 from .detail_enhancement import DepthwiseSeparableBlock, DetailEnhancementNet, DetailFeatures
 from .encoder_skip_fusion import EncoderSkipFusion
 from .low_rank_attention import LowRankTensorAttention, is_decoder_attention, replace_decoder_attention
+from .resized_input import ResizedInputNet
 from .s_sam import S_SAM_SVD_TARGETS, SSamNet, s_sam_trainable_groups
 from .sam2lora import SAM2LORA_TARGETS, Sam2LoraNet
 from .sam_segmentation_net import SamSegmentationNet
@@ -22,6 +23,7 @@ __all__ = [
     "CONV_LORA_TARGETS",
     "ConvLoraSamNet",
     "EncoderSkipFusion",
+    "ResizedInputNet",
     "SAM2LORA_TARGETS",
     "Sam2LoraNet",
     "SSamNet",

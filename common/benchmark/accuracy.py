@@ -1,0 +1,534 @@
+"""Accuracy runs: train a method bundle (or a MONAI UNet baseline) on a real dataset under a budget, then evaluate
+it on the held-out test cases, the same way for every method.
+
+    python -m common.benchmark.accuracy --dataset chase_db1 --backbone litemedsam --iterations 2000 \\
+        --methods sam2lora balr_sam s_sam conv_lora unet --output_dir results/chase_db1
+
+Per method the run folder holds ``metrics.json`` (per case and mean, budget, wall time, hardware, command),
+``learning_curve.png``, TensorBoard logs (``logs/``), ``overlays/`` (predictions filled, ground truth outlined),
+``predictions/`` (label maps, probabilities, montages) and the trained adapter (``bundle/models/model.pt``); the
+output folder gets ``summary.md`` / ``summary.json`` over the methods.
+
+Training is the bundle's own ``train.json`` (with the dataset's overlay configs, as a user would run it) with the
+budget, backbone and folders overridden; the best validation checkpoint is evaluated through the bundle's own
+``inference.json`` (whole pictures / whole slices, labels written in the input's geometry), and the metrics are
+computed from the written files by one function for all methods: Dice, AUC, sensitivity and specificity inside
+the field of view for CHASE_DB1 vessels; per-class 3D Dice and HD95 (mm) for the hippocampus. The baseline is a
+MONAI ``UNet`` trained from scratch through SAM2LoRA's configs (same transforms, input size, loss without the IoU
+term, budget), wrapped in :class:`common.networks.ResizedInputNet` so that inference feeds it like the SAM networks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import math
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.backbones import BACKBONES
+from common.benchmark.case_metrics import vessel_metrics, volume_metrics
+from common.benchmark.pictures import save_learning_curve, truth_overlay
+
+__all__ = ["DATASETS", "METHODS", "run_accuracy", "main"]
+
+logger = logging.getLogger("common.benchmark.accuracy")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
+
+HIPPOCAMPUS_LABELS = {"1": "anterior hippocampus", "2": "posterior hippocampus"}
+VESSEL_LABELS = {"1": "retinal vessel"}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A benchmark dataset: its folder under the data root, its kind (``vessel2d`` or ``volume``) and labels."""
+
+    folder: str
+    kind: str
+    label_names: dict
+    image_channels: int
+    description: str
+
+
+DATASETS = {
+    "chase_db1": DatasetSpec(
+        "chase_db1",
+        "vessel2d",
+        VESSEL_LABELS,
+        3,
+        "CHASE_DB1 vessels: children 1-10 (images 1-20) train with 2 of them held out for validation, children 11-14 "
+        "(images 21-28) test; first observer; metrics inside the field of view",
+    ),
+    "msd_hippocampus": DatasetSpec(
+        "msd_hippocampus",
+        "volume",
+        HIPPOCAMPUS_LABELS,
+        1,
+        "MSD Task04 hippocampus: 260 labelled volumes (hippocampus_118 has no label and is left out), split by case with a seeded "
+        "shuffle (seed 0): 20% test, 10% validation, 70% training; 3D Dice and HD95 (mm) per structure",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """How one method is trained and served per dataset: the bundle, its config files (train and inference) and
+    the overrides that set the dataset's labels."""
+
+    bundle: str
+    train_configs: dict
+    inference_configs: dict
+    overrides: dict = field(default_factory=dict)
+    baseline: bool = False
+
+
+def _labels(names: dict) -> dict:
+    return {"label_names": names}
+
+
+METHODS = {
+    "sam2lora": MethodSpec(
+        "sam2lora_fundus_segmentation",
+        {"chase_db1": ["train.json"], "msd_hippocampus": ["train.json", "hippocampus.json"]},
+        {"chase_db1": ["inference.json"], "msd_hippocampus": ["inference.json", "hippocampus_inference.json"]},
+        {"chase_db1": _labels(VESSEL_LABELS)},
+    ),
+    "balr_sam": MethodSpec(
+        "balr_sam_segmentation",
+        {"chase_db1": ["train.json"], "msd_hippocampus": ["train.json", "synapse.json", "hippocampus.json"]},
+        {"chase_db1": ["inference.json"], "msd_hippocampus": ["inference.json"]},
+        {
+            "chase_db1": _labels(VESSEL_LABELS),
+            "msd_hippocampus": {**_labels(HIPPOCAMPUS_LABELS), "inference:output_rule": "softmax"},
+        },
+    ),
+    "s_sam": MethodSpec(
+        "s_sam_text_prompted_segmentation",
+        {"chase_db1": ["train.json", "images_2d.json"], "msd_hippocampus": ["train.json"]},
+        {"chase_db1": ["inference.json"], "msd_hippocampus": ["inference.json"]},
+        {"chase_db1": _labels(VESSEL_LABELS), "msd_hippocampus": _labels(HIPPOCAMPUS_LABELS)},
+    ),
+    "conv_lora": MethodSpec(
+        "conv_lora_sam_segmentation",
+        {"chase_db1": ["train.json"], "msd_hippocampus": ["train.json", "multiclass.json"]},
+        {"chase_db1": ["inference.json"], "msd_hippocampus": ["inference.json", "multiclass_inference.json"]},
+        {"chase_db1": _labels(VESSEL_LABELS), "msd_hippocampus": _labels(HIPPOCAMPUS_LABELS)},
+    ),
+    "unet": MethodSpec(
+        "sam2lora_fundus_segmentation",
+        {"chase_db1": ["train.json"], "msd_hippocampus": ["train.json", "hippocampus.json"]},
+        {"chase_db1": ["inference.json"], "msd_hippocampus": ["inference.json", "hippocampus_inference.json"]},
+        {"chase_db1": _labels(VESSEL_LABELS)},
+        baseline=True,
+    ),
+}
+
+
+def baseline_network(image_channels: int) -> dict:
+    """Config of the from-scratch baseline: MONAI's ``UNet`` (5 levels, 2 residual units) at the backbone's input
+    size, one output per label group as SAM2LoRA's head."""
+    return {
+        "_target_": "common.networks.ResizedInputNet",
+        "input_size": "$common.backbones.get_backbone_spec(@backbone).input_size",
+        "network": {
+            "_target_": "monai.networks.nets.UNet",
+            "spatial_dims": 2,
+            "in_channels": image_channels,
+            "out_channels": "$len(@label_groups)",
+            "channels": [32, 64, 128, 256, 512],
+            "strides": [2, 2, 2, 2],
+            "num_res_units": 2,
+        },
+    }
+
+
+def prepare_dataset(name: str, data_root: Path, output_dir: Path) -> Path:
+    """Write the dataset's ``datalist.json`` (and CHASE_DB1's label / FOV PNGs) under ``output_dir``; returns the
+    folder (the bundles' ``dataset_dir``). Already prepared folders are reused."""
+    spec = DATASETS[name]
+    source = data_root / spec.folder
+    if not source.is_dir():
+        raise FileNotFoundError(
+            f"dataset {name!r} not found at {source}: give --data_root (the folder holding {spec.folder}/)"
+        )
+    target = output_dir / "data"
+    if (target / "datalist.json").exists():
+        return target
+    if name == "chase_db1":
+        from common.data.fundus import prepare_fundus_datalist
+
+        prepare_fundus_datalist({"chase_db1": source}, target, task="vessel")
+    else:
+        from common.data.datalist import build_datalist, write_datalist
+
+        datalist = build_datalist(
+            source, "images", "labels", val_fraction=0.1, test_fraction=0.2, seed=0, labels=spec.label_names,
+            relative_to=target, skip_unlabelled=True,
+        )  # fmt: skip
+        write_datalist(datalist, target)
+    return target
+
+
+def _read_configs(bundle_dir: Path, files: list[str], overrides: dict):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(bundle_dir / "configs" / f) for f in files])
+    parser.update(overrides)
+    return parser
+
+
+def _budget(iterations: int, val_every: int) -> dict:
+    epoch_length = max(1, min(val_every, iterations))
+    return {"epoch_length": epoch_length, "max_epochs": math.ceil(iterations / epoch_length)}
+
+
+def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: argparse.Namespace) -> dict:
+    """Train ``method`` on ``dataset`` under the budget; returns what the run did (iterations, epochs, time, the
+    learning curve). The best validation checkpoint ends in ``run_dir/bundle/models/model.pt``."""
+    from ignite.engine import Events
+    from monai.handlers import MetricLogger
+
+    from common.adapters import save_adapter_checkpoint
+    from common.engines import TimeBudget
+
+    spec, data = METHODS[method], DATASETS[dataset]
+    bundle_dir = run_dir / "bundle"
+    budget = _budget(settings.iterations, settings.val_every or max(1, settings.iterations // 5))
+    overrides = {
+        "bundle_root": str(bundle_dir),
+        "dataset_dir": str(data_dir),
+        "output_dir": str(run_dir / "logs"),
+        "backbone": settings.backbone,
+        "num_workers": settings.num_workers,
+        "max_epochs": budget["max_epochs"],
+        "epoch_length": budget["epoch_length"],
+        "train#trainer#epoch_length": budget["epoch_length"],
+        "val_interval": 1,
+    }
+    if settings.device:
+        overrides["device"] = f"$torch.device({settings.device!r})"
+    if settings.batch_size:
+        overrides["batch_size"] = settings.batch_size
+    if settings.max_val_cases:
+        overrides["validate#dataset#data"] = (
+            f"$common.data.load_datalist(@dataset_dir, 'validation')[:{settings.max_val_cases}]"
+        )
+    overrides.update({k: v for k, v in spec.overrides.get(dataset, {}).items() if not k.startswith("inference:")})
+    if spec.baseline:
+        overrides.update(
+            {
+                "network_def": baseline_network(data.image_channels),
+                "loss#iou_weight": 0.0,
+                "loss#iou_source": None,
+                "learning_rate": 1e-3,
+            }
+        )
+    parser = _read_configs(bundle_dir, spec.train_configs[dataset], overrides)
+    parser.get_parsed_content("initialize")
+    trainer = parser.get_parsed_content("train#trainer")
+    evaluator = parser.get_parsed_content("validate#evaluator")
+    network = parser.get_parsed_content("network")
+    curve = MetricLogger(evaluator=evaluator)
+    curve.attach(trainer)
+    TimeBudget(settings.minutes).attach(trainer)
+    # the last epoch may be partial: stop at exactly the asked number of iterations
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=settings.iterations), lambda engine: engine.terminate())
+    started = time.perf_counter()
+    trainer.run()
+    if trainer.state.iteration % budget["epoch_length"]:
+        # stopped mid-epoch (time or iteration budget): validate the last weights too (the saver keeps the best)
+        evaluator.run(trainer.state.epoch)
+    seconds = time.perf_counter() - started
+    checkpoint = bundle_dir / "models" / "model.pt"
+    if not checkpoint.exists():
+        logger.warning("no validation checkpoint was written (NaN metric?): evaluating the final weights")
+        save_adapter_checkpoint(network, checkpoint)
+    key_metric = evaluator.state.key_metric_name
+    trainable = sum(p.numel() for p in network.parameters() if p.requires_grad)
+    return {
+        "iterations": int(trainer.state.iteration),
+        "epochs": int(trainer.state.epoch),
+        "epoch_length": budget["epoch_length"],
+        "stopped_by_time_budget": trainer.state.iteration < settings.iterations,
+        "train_seconds": round(seconds, 1),
+        "key_metric": key_metric,
+        "trainable_parameters": int(trainable),
+        "total_parameters": int(sum(p.numel() for p in network.parameters())),
+        "learning_curve": {
+            "loss": [(int(i), float(v)) for i, v in curve.loss],
+            "metrics": {k: [(int(i), float(v)) for i, v in points] for k, points in curve.metrics.items()},
+        },
+    }
+
+
+def predict(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: argparse.Namespace) -> float:
+    """Segment the test cases with the bundle's ``inference.json`` and the trained weights (label maps and
+    probabilities under ``run_dir/predictions``); returns the seconds it took."""
+    spec, data = METHODS[method], DATASETS[dataset]
+    bundle_dir = run_dir / "bundle"
+    limit = f"[:{settings.max_test_cases}]" if settings.max_test_cases else ""
+    overrides = {
+        "bundle_root": str(bundle_dir),
+        "dataset_dir": str(data_dir),
+        "datalist": f"$common.data.load_datalist(@dataset_dir, 'testing'){limit}",
+        "output_dir": str(run_dir / "predictions"),
+        "backbone": settings.backbone,
+        "save_probabilities": True,
+        "dataloader#num_workers": settings.num_workers,
+    }
+    if settings.device:
+        overrides["device"] = f"$torch.device({settings.device!r})"
+    for key, value in spec.overrides.get(dataset, {}).items():
+        overrides[key.removeprefix("inference:")] = value
+    if spec.baseline:
+        overrides["network_def"] = baseline_network(data.image_channels)
+    parser = _read_configs(bundle_dir, spec.inference_configs[dataset], overrides)
+    started = time.perf_counter()
+    parser.get_parsed_content("initialize")
+    parser.get_parsed_content("evaluator").run()
+    return time.perf_counter() - started
+
+
+def _read_picture(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as picture:
+        return np.asarray(picture)
+
+
+def evaluate(dataset: str, run_dir: Path, data_dir: Path, settings: argparse.Namespace) -> dict:
+    """Metrics of every predicted test case against its ground truth, and overlay pictures of the first few."""
+    import nibabel as nib
+
+    from common.data import load_datalist
+
+    data = DATASETS[dataset]
+    cases = load_datalist(data_dir, "testing")
+    cases = cases[: settings.max_test_cases] if settings.max_test_cases else cases
+    predictions, overlays = run_dir / "predictions", run_dir / "overlays"
+    overlays.mkdir(exist_ok=True)
+    per_case = {}
+    for index, case in enumerate(cases):
+        stem = Path(case["image"]).name.split(".")[0]
+        if data.kind == "vessel2d":
+            image = _read_picture(Path(case["image"])) / 255.0
+            truth = _read_picture(Path(case["label"]))
+            pred = _read_picture(predictions / f"{stem}_seg.png")
+            prob = _read_picture(predictions / f"{stem}_prob.tif")
+            fov = _read_picture(Path(case["fov"])) if case.get("fov") else None
+            per_case[stem] = vessel_metrics(pred, prob, truth, fov)
+        else:
+            truth_file, image_file = nib.load(case["label"]), nib.load(case["image"])
+            truth = np.asarray(truth_file.dataobj).round().astype(int)
+            pred = np.asarray(nib.load(predictions / f"{stem}_seg.nii.gz").dataobj).astype(int)
+            per_case[stem] = volume_metrics(pred, truth, len(data.label_names), truth_file.header.get_zooms()[:3])
+            scan = np.asarray(image_file.dataobj, dtype=np.float32)
+            low, high = np.percentile(scan, (0.5, 99.5))
+            image = np.clip((scan - low) / max(high - low, 1e-6), 0, 1)
+        if index < settings.overlays:
+            from PIL import Image
+
+            picture = truth_overlay(image, pred, truth, len(data.label_names))
+            Image.fromarray(picture).save(overlays / f"{stem}.png")
+    return {"per_case": per_case, "mean": summarise(per_case, data)}
+
+
+def summarise(per_case: dict, data: DatasetSpec) -> dict:
+    """Means over the test cases (NaN-free; infinite HD95 — a structure missed or invented — counted apart)."""
+    if data.kind == "vessel2d":
+        return {
+            k: float(np.nanmean([m[k] for m in per_case.values()]))
+            for k in ("dice", "auc", "sensitivity", "specificity")
+        }
+    dice = np.array([m["dice"] for m in per_case.values()], dtype=float)
+    hd95 = np.array([m["hd95"] for m in per_case.values()], dtype=float)
+    finite = np.where(np.isfinite(hd95), hd95, np.nan)
+    names = list(data.label_names.values())
+    return {
+        "mean_dice": float(np.nanmean(dice)),
+        "dice": dict(zip(names, np.nanmean(dice, axis=0).tolist())),
+        "mean_hd95_mm": float(np.nanmean(finite)),
+        "hd95_mm": dict(zip(names, np.nanmean(finite, axis=0).tolist())),
+        "cases_with_infinite_hd95": int(np.isinf(hd95).any(axis=1).sum()),
+    }
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def run_accuracy(method: str, dataset: str, output_dir: Path, settings: argparse.Namespace) -> dict:
+    """Train, predict, evaluate and draw one method on one dataset; returns (and writes) its ``metrics.json``."""
+    spec = METHODS[method]
+    run_dir = output_dir / f"{method}_{settings.backbone}"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    (run_dir / "logs").mkdir(parents=True)
+    log_file = logging.FileHandler(run_dir / "run.log")
+    log_file.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    logging.getLogger().addHandler(log_file)
+    try:
+        data_dir = prepare_dataset(dataset, Path(settings.data_root), output_dir)
+        shutil.copytree(
+            REPO_ROOT / "bundles" / spec.bundle,
+            run_dir / "bundle",
+            ignore=shutil.ignore_patterns("*.pt", "*.pth", "eval"),
+        )
+        logger.info("%s on %s with %s: training (%s)", method, dataset, settings.backbone, run_dir)
+        training = train(method, dataset, run_dir, data_dir, settings)
+        logger.info(
+            "%s: %d iterations in %.0f s; predicting the test cases",
+            method,
+            training["iterations"],
+            training["train_seconds"],
+        )
+        predict_seconds = predict(method, dataset, run_dir, data_dir, settings)
+        evaluation = evaluate(dataset, run_dir, data_dir, settings)
+    except Exception as error:
+        logger.exception("%s on %s failed: %s", method, dataset, error)  # into run.log as well
+        raise
+    finally:
+        logging.getLogger().removeHandler(log_file)
+        log_file.close()
+    curve = training.pop("learning_curve")
+    save_learning_curve(
+        run_dir / "learning_curve.png",
+        curve["loss"],
+        {training["key_metric"]: curve["metrics"].get(training["key_metric"], [])},
+        title=f"{method} ({'from scratch' if spec.baseline else settings.backbone}) on {dataset}",
+    )
+    result = {
+        "method": method,
+        "bundle": spec.bundle,
+        "dataset": dataset,
+        "split": DATASETS[dataset].description,
+        "backbone": "none (MONAI UNet from scratch)" if spec.baseline else settings.backbone,
+        "budget": {"iterations": settings.iterations, "minutes": settings.minutes},
+        "training": training,
+        "predict_seconds": round(predict_seconds, 1),
+        "test_cases": len(evaluation["per_case"]),
+        "mean": evaluation["mean"],
+        "per_case": evaluation["per_case"],
+        "learning_curve": curve,
+        "hardware": hardware(),
+        "date": datetime.date.today().isoformat(),
+        "command": "python -m common.benchmark.accuracy " + " ".join(sys.argv[1:]),
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(result, indent=2, allow_nan=True) + "\n")
+    return result
+
+
+def write_summary(results: list[dict], output_dir: Path) -> str:
+    """``summary.md`` / ``summary.json``: one row per method."""
+    rows = []
+    for r in results:
+        mean = r["mean"]
+        if "auc" in mean:
+            scores = f"{mean['dice']:.4f} | {mean['auc']:.4f} | {mean['sensitivity']:.4f} | {mean['specificity']:.4f}"
+        else:
+            per_class = " / ".join(f"{v:.3f}" for v in mean["dice"].values())
+            scores = f"{mean['mean_dice']:.4f} | {per_class} | {mean['mean_hd95_mm']:.2f} | {mean['cases_with_infinite_hd95']}"
+        rows.append(
+            f"| {r['method']} | {r['backbone']} | {r['training']['trainable_parameters']:,} | "
+            f"{r['training']['iterations']} | {r['training']['train_seconds']:.0f} | {scores} |"
+        )
+    vessel = results and "auc" in results[0]["mean"]
+    header = (
+        "| method | backbone | trainable | iterations | train s | Dice | AUC | sensitivity | specificity |"
+        if vessel
+        else "| method | backbone | trainable | iterations | train s | mean Dice | Dice per class | HD95 mm | cases with HD95 ∞ |"
+    )
+    first = results[0] if results else {}
+    text = "\n".join(
+        [
+            f"# Accuracy on {first.get('dataset', '?')}",
+            "",
+            f"{first.get('split', '')}. Test cases: {first.get('test_cases', 0)}. Hardware: {first.get('hardware', '?')}. "
+            f"Date: {first.get('date', '?')}.",
+            "",
+            f"Command: `{first.get('command', '')}`",
+            "",
+            header,
+            "|" + "---|" * (header.count("|") - 1),
+            *rows,
+            "",
+        ]
+    )
+    (output_dir / "summary.md").write_text(text)
+    (output_dir / "summary.json").write_text(
+        json.dumps([{k: v for k, v in r.items() if k not in ("per_case", "learning_curve")} for r in results], indent=2)
+        + "\n"
+    )
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m common.benchmark.accuracy", description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument(
+        "--backbone",
+        default="litemedsam",
+        choices=list(BACKBONES),
+        help="backbone of the method bundles (default litemedsam, real weights)",
+    )
+    parser.add_argument("--iterations", type=int, default=1000, help="training iterations (batches) at most")
+    parser.add_argument("--minutes", type=float, default=None, help="wall-clock training budget per method")
+    parser.add_argument(
+        "--val_every", type=int, default=None, help="iterations between validations (default 1/5 of the budget)"
+    )
+    parser.add_argument("--batch_size", type=int, default=None, help="override the bundles' batch size")
+    parser.add_argument("--num_workers", type=int, default=2)
+    parser.add_argument("--max_val_cases", type=int, default=None, help="validate on the first N validation cases only")
+    parser.add_argument(
+        "--max_test_cases", type=int, default=None, help="test on the first N test cases only (smoke runs)"
+    )
+    parser.add_argument("--overlays", type=int, default=4, help="overlay pictures of the first N test cases")
+    parser.add_argument("--device", default=None, help="torch device (default: the bundles' choice, cuda:0 if present)")
+    parser.add_argument(
+        "--data_root", default=str(DEFAULT_DATA_ROOT), help="folder holding chase_db1/ and msd_hippocampus/"
+    )
+    parser.add_argument("--output_dir", required=True)
+    settings = parser.parse_args(argv)
+    if settings.iterations < 1:
+        parser.error("--iterations must be at least 1")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stdout)
+    output_dir = Path(settings.output_dir) / settings.dataset
+    output_dir.mkdir(parents=True, exist_ok=True)
+    results, failed = [], []
+    for method in settings.methods:
+        try:
+            results.append(run_accuracy(method, settings.dataset, output_dir, settings))
+        except Exception:  # one failing method must not lose the others' results (the error is logged)
+            failed.append(method)
+    if results:
+        print(write_summary(results, output_dir))
+    if failed:
+        print(f"failed: {', '.join(failed)} (see {output_dir}/<method>_{settings.backbone}/run.log)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""The accuracy benchmark: its metrics on cases with known answers, the baseline wrapper, and the whole command
+(train → bundle inference → metrics, pictures, summary) on the real datasets with test backbones."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from common.benchmark import accuracy
+from common.benchmark.case_metrics import vessel_metrics, volume_metrics
+from common.networks import ResizedInputNet
+
+DATA_ROOT = accuracy.DEFAULT_DATA_ROOT
+needs_data = pytest.mark.skipif(
+    not (DATA_ROOT / "chase_db1").is_dir() or not (DATA_ROOT / "msd_hippocampus").is_dir(),
+    reason=f"real datasets not found under {DATA_ROOT} (../shared beside the repository)",
+)
+
+
+def test_vessel_metrics_count_inside_the_field_of_view_only():
+    truth = np.zeros((4, 5), int)
+    truth[1, 1:4] = 1  # 3 vessel pixels
+    pred = np.zeros_like(truth)
+    pred[1, 1:3] = 1  # 2 TP, 1 FN
+    pred[3, 0] = 1  # FP outside the FOV
+    pred[2, 2] = 1  # FP inside
+    fov = np.ones_like(truth)
+    fov[3] = 0
+    prob = truth * 0.9 + 0.05
+    metrics = vessel_metrics(pred, prob, truth, fov)
+    assert metrics["dice"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    assert metrics["sensitivity"] == pytest.approx(2 / 3)
+    assert metrics["specificity"] == pytest.approx(11 / 12)  # 15 FOV pixels, 12 background, 1 FP
+    assert metrics["auc"] == pytest.approx(1.0)
+    assert vessel_metrics(pred, prob, truth)["specificity"] == pytest.approx(15 / 17)  # whole picture
+    assert vessel_metrics(pred, 1 - prob, truth, fov)["auc"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="one shape"):
+        vessel_metrics(pred, prob, truth[:3], fov)
+
+
+def test_volume_metrics_dice_hd95_in_mm_and_empty_classes():
+    truth = np.zeros((12, 12, 6), int)
+    truth[2:6, 2:6, 1:4] = 1
+    pred = np.zeros_like(truth)
+    pred[3:7, 2:6, 1:4] = 1  # shifted one voxel along axis 0
+    truth[9, 9, 5] = 3  # class 3 missed; class 2 in neither
+    metrics = volume_metrics(pred, truth, 3, spacing=(2.0, 1.0, 1.0))
+    assert metrics["dice"][0] == pytest.approx(2 * 36 / (48 + 48))
+    assert metrics["hd95"][0] == pytest.approx(2.0)  # one voxel of 2 mm
+    assert math.isnan(metrics["dice"][1]) and math.isnan(metrics["hd95"][1])
+    assert metrics["dice"][2] == 0.0 and math.isinf(metrics["hd95"][2])
+    assert volume_metrics(pred, truth, 3)["hd95"][0] == pytest.approx(1.0)  # voxels without spacing
+
+
+def test_resized_input_net_returns_logits_at_the_input_size():
+    identity = torch.nn.Conv2d(3, 3, 1, bias=False)
+    torch.nn.init.dirac_(identity.weight)
+    net = ResizedInputNet(identity, 32)
+    image = torch.rand(2, 3, 45, 70)
+    out = net(image)
+    assert out.shape == image.shape
+    # a smooth image survives the round trip through 32 pixels closely; the padding never reaches the output
+    smooth = torch.linspace(0, 1, 70).expand(1, 3, 45, 70).contiguous()
+    assert (net(smooth) - smooth).abs().max() < 0.05
+    with pytest.raises(ValueError, match="B×C×H×W"):
+        net(torch.rand(3, 45, 70))
+
+
+def _written(run_dir, stem, ext):
+    return run_dir / "predictions" / f"{stem}{ext}"
+
+
+@needs_data
+def test_accuracy_command_on_chase_db1(tmp_path):
+    code = accuracy.main(
+        ["--dataset", "chase_db1", "--methods", "sam2lora", "unet", "--backbone", "sam_vit_test", "--iterations", "3",
+         "--val_every", "2", "--max_val_cases", "1", "--max_test_cases", "2", "--overlays", "1", "--num_workers", "0",
+         "--output_dir", str(tmp_path)]
+    )  # fmt: skip
+    assert code == 0
+    out = tmp_path / "chase_db1"
+    datalist = json.loads((out / "data" / "datalist.json").read_text())
+    assert len(datalist["training"]) + len(datalist["validation"]) == 20 and len(datalist["testing"]) == 8
+    summary = (out / "summary.md").read_text()
+    assert "| sam2lora |" in summary and "| unet |" in summary
+    for method in ("sam2lora", "unet"):
+        run = out / f"{method}_sam_vit_test"
+        result = json.loads((run / "metrics.json").read_text())
+        assert result["training"]["iterations"] == 3 and result["training"]["epochs"] == 2
+        assert len(result["learning_curve"]["loss"]) == 3
+        assert (run / "bundle" / "models" / "model.pt").exists() and list((run / "logs").glob("events.out.*"))
+        assert (run / "learning_curve.png").stat().st_size > 1000 and len(list((run / "overlays").glob("*.png"))) == 1
+        assert set(result["per_case"]) == {"Image_11L", "Image_11R"}
+        # the reported numbers are those of the written files: recompute Dice inside the FOV independently
+        for stem, metrics in result["per_case"].items():
+            case = next(c for c in datalist["testing"] if f"{stem}." in c["image"])
+            pred = np.asarray(Image.open(_written(run, stem, "_seg.png"))) > 0
+            prob = np.asarray(Image.open(_written(run, stem, "_prob.tif")))
+            truth = np.asarray(Image.open(out / "data" / case["label"])) > 0
+            fov = np.asarray(Image.open(out / "data" / case["fov"])) > 0
+            assert pred.shape == truth.shape == prob.shape == (960, 999)
+            assert np.array_equal(prob > 0.5, pred)  # one sigmoid output: the label is its 0.5 threshold
+            dice = 2 * (pred & truth & fov).sum() / ((pred & fov).sum() + (truth & fov).sum())
+            assert metrics["dice"] == pytest.approx(dice)
+            assert 0 <= metrics["auc"] <= 1
+    assert json.loads((out / "unet_sam_vit_test" / "metrics.json").read_text())["training"]["total_parameters"] > 10**6
+
+
+@needs_data
+def test_accuracy_command_on_hippocampus_with_a_time_budget(tmp_path):
+    code = accuracy.main(
+        ["--dataset", "msd_hippocampus", "--methods", "s_sam", "conv_lora", "--backbone", "sam_vit_test",
+         "--iterations", "50", "--minutes", "0.0001", "--max_val_cases", "1", "--max_test_cases", "2",
+         "--overlays", "2", "--num_workers", "0", "--output_dir", str(tmp_path)]
+    )  # fmt: skip
+    assert code == 0
+    out = tmp_path / "msd_hippocampus"
+    datalist = json.loads((out / "data" / "datalist.json").read_text())
+    sizes = {k: len(datalist[k]) for k in ("training", "validation", "testing")}
+    assert sizes == {"training": 182, "validation": 26, "testing": 52}  # 260 labelled cases, split by case
+    cases = [set(c["image"] for c in datalist[k]) for k in sizes]
+    assert not (cases[0] & cases[1] or cases[0] & cases[2] or cases[1] & cases[2])
+    for method in ("s_sam", "conv_lora"):
+        run = out / f"{method}_sam_vit_test"
+        result = json.loads((run / "metrics.json").read_text())
+        # the budget stopped training after its first iteration; the last weights were validated and saved
+        assert result["training"]["iterations"] == 1 and result["training"]["stopped_by_time_budget"]
+        assert (run / "bundle" / "models" / "model.pt").exists()
+        assert len(result["per_case"]) == 2 and len(list((run / "overlays").glob("*.png"))) == 2
+        for stem, metrics in result["per_case"].items():
+            assert len(metrics["dice"]) == 2 and all(0 <= d <= 1 for d in metrics["dice"] if not math.isnan(d))
+            assert (run / "predictions" / f"{stem}_seg.nii.gz").exists()
+        assert result["mean"]["mean_dice"] == pytest.approx(
+            np.nanmean([m["dice"] for m in result["per_case"].values()])
+        )
+
+
+def test_accuracy_command_reports_a_missing_dataset(tmp_path, capsys):
+    code = accuracy.main(
+        ["--dataset", "chase_db1", "--methods", "unet", "--backbone", "sam_vit_test", "--iterations", "1",
+         "--data_root", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "out")]
+    )  # fmt: skip
+    assert code == 1
+    assert "failed: unet" in capsys.readouterr().err
+    log = (tmp_path / "out" / "chase_db1" / "unet_sam_vit_test" / "run.log").read_text()
+    assert "dataset 'chase_db1' not found" in log

@@ -114,6 +114,25 @@ class ConvLoraSamNet(SamSegmentationNet):
         """Sum of the Conv-LoRA balance losses of the last forward (what the training loss adds)."""
         return auxiliary_loss(self)
 
+    def forward(
+        self,
+        image: torch.Tensor,
+        boxes: torch.Tensor | None = None,
+        point_coords: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """As :meth:`SamSegmentationNet.forward`; in training the output also carries a zero-weighted balance loss.
+
+        The gates learn only through the balance loss, which the training loss reads from the layers rather than
+        from this output. ``DistributedDataParallel(find_unused_parameters=True)`` would mark them unused when the
+        forward ends and then fail when their gradient arrives; the zero term puts them in the output's graph
+        without changing any value or gradient.
+        """
+        output = super().forward(image, boxes, point_coords, point_labels)
+        if self.training and torch.is_grad_enabled():
+            output = output + 0.0 * self.auxiliary_loss().to(output)
+        return output
+
     def _query_decode(
         self, features: ImageFeatures, sparse: torch.Tensor, dense: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

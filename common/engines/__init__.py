@@ -1,5 +1,6 @@
 """Additions to MONAI's engines that the bundles need (MONAI's own engines and handlers are used as they are)."""
 
+from .checkpointing import AtomicCheckpointSaver, TrainingCheckpoint, latest_training_state
 from .empty_class_metric import EmptyClassFalsePositiveHandler, EmptyClassFalsePositiveRate
 from .gradient_clipping import GradientClipping
 from .hausdorff_mm import HausdorffDistanceMm
@@ -9,6 +10,7 @@ from .slice_inferer import SliceBatchInferer
 from .time_budget import TimeBudget
 
 __all__ = [
+    "AtomicCheckpointSaver",
     "EmptyClassFalsePositiveHandler",
     "EmptyClassFalsePositiveRate",
     "GradientClipping",
@@ -16,6 +18,8 @@ __all__ = [
     "PerImageConfusionMatrix",
     "SliceBatchInferer",
     "TimeBudget",
+    "TrainingCheckpoint",
+    "latest_training_state",
     "mask_box",
     "propagate_from_prompts",
 ]

@@ -1,0 +1,121 @@
+"""Nothing lost: atomic checkpoint writes, and a training run killed mid-epoch that resumes from its last training
+state and ends where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from bundle_helpers import REPO_ROOT
+from ignite.engine import Engine
+
+from common.data import make_synthetic_dataset
+from common.engines import AtomicCheckpointSaver, latest_training_state
+
+BUNDLE = "conv_lora_sam_segmentation"
+EPOCHS, TRAIN_CASES = 4, 6
+
+
+def test_a_crash_while_saving_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    weights = torch.nn.Linear(3, 2)
+    engine = Engine(lambda engine, batch: None)
+    engine.state.metrics = {"score": 0.5}
+    saver = AtomicCheckpointSaver(
+        save_dir=str(tmp_path), save_dict={"model": weights}, save_key_metric=True, key_metric_name="score",
+        key_metric_filename="model.pt",
+    )  # fmt: skip
+    saver.attach(engine)
+    engine.state.epoch, engine.state.iteration = 1, 1
+    saver._key_metric_checkpoint(engine)
+    first = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert torch.equal(first["weight"], weights.weight)
+
+    real_save = torch.save
+
+    def crash_half_way(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")  # what a killed process leaves behind
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash_half_way)
+    with torch.no_grad():
+        weights.weight.add_(1.0)
+    engine.state.metrics = {"score": 0.9}  # better: the saver replaces model.pt
+    engine.state.epoch, engine.state.iteration = 2, 2
+    with pytest.raises(KeyboardInterrupt):
+        saver._key_metric_checkpoint(engine)
+    monkeypatch.setattr(torch, "save", real_save)
+    kept = torch.load(tmp_path / "model.pt", weights_only=True)  # still the complete first checkpoint
+    assert torch.equal(kept["weight"], first["weight"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # no temporary file left either
+    engine.state.metrics = {"score": 0.95}
+    saver._key_metric_checkpoint(engine)  # the next better model is saved as usual
+    assert torch.equal(torch.load(tmp_path / "model.pt", weights_only=True)["weight"], weights.weight)
+
+
+def _train_command(bundle: Path, data: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json", "--bundle_root", str(bundle),
+        "--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf",
+        "--backbone", "sam_vit_test", "--dataset_dir", str(data), "--max_epochs", str(EPOCHS), "--num_workers", "0",
+        "--batch_size", "1", *extra,
+    ]  # fmt: skip
+
+
+def _copy(tmp_path: Path, name: str) -> Path:
+    bundle = tmp_path / name
+    shutil.copytree(REPO_ROOT / "bundles" / BUNDLE, bundle)
+    return bundle
+
+
+def _final_state(bundle: Path) -> dict:
+    path = latest_training_state(bundle / "models")
+    assert path is not None and path.name == f"training_state_checkpoint_epoch={EPOCHS}.pt"
+    return torch.load(path, weights_only=True)
+
+
+def test_a_run_killed_mid_epoch_resumes_and_ends_like_an_uninterrupted_run(tmp_path):
+    data = tmp_path / "data"
+    make_synthetic_dataset(data, spatial_dims=2, num_classes=1, num_train=TRAIN_CASES, num_val=2, num_test=1)
+
+    whole = _copy(tmp_path, "uninterrupted")
+    done = subprocess.run(_train_command(whole, data), cwd=whole, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    killed = _copy(tmp_path, "killed")
+    log = tmp_path / "killed.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(_train_command(killed, data), cwd=killed, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 600
+        # kill it in the middle of epoch 3, after the state of epoch 2 was saved
+        while "Epoch: 3/4, Iter: 3/" not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert latest_training_state(killed / "models").name == "training_state_checkpoint_epoch=2.pt"
+    resumed = subprocess.run(
+        _train_command(killed, data, "--resume", "True"), cwd=killed, capture_output=True, text=True, timeout=900
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from training_state_checkpoint_epoch=2.pt: epoch 2, iteration 12 done" in resumed.stdout + resumed.stderr
+    assert "Epoch: 1/4" not in resumed.stdout + resumed.stderr  # epochs 1-2 were not trained again
+
+    expected, actual = _final_state(whole), _final_state(killed)
+    # the counters, the optimiser's step counts and the schedule are those of the uninterrupted run
+    assert actual["trainer"]["iteration"] == expected["trainer"]["iteration"] == EPOCHS * TRAIN_CASES
+    # (parameters that always get a gradient have stepped at every optimiser step; Conv-LoRA experts not chosen in
+    # an iteration get none, so their counts depend on the routing)
+    steps = [max(float(s["step"]) for s in state["optimizer"]["state"].values()) for state in (expected, actual)]
+    assert steps[0] == steps[1] == EPOCHS * TRAIN_CASES / 2  # accumulation_steps = 2
+    assert actual["lr_scheduler"] == expected["lr_scheduler"]
+    # the weights and the best validation score end close to those of the uninterrupted run (the shuffling and
+    # augmentation streams after the restart differ)
+    for key, value in expected["model"].items():
+        assert torch.allclose(actual["model"][key], value, atol=0.05), key
+    assert abs(actual["best_metric"]["best_metric"] - expected["best_metric"]["best_metric"]) < 0.1

@@ -440,39 +440,49 @@ def run_accuracy(method: str, dataset: str, output_dir: Path, settings: argparse
     return result
 
 
-def write_summary(results: list[dict], output_dir: Path) -> str:
-    """``summary.md`` / ``summary.json``: one row per method."""
+def write_summary(output_dir: Path) -> str:
+    """``summary.md`` / ``summary.json`` over every run in ``output_dir`` (``<method>_<backbone>/metrics.json``),
+    so that methods run by separate commands end in one table."""
+    order = {name: i for i, name in enumerate(METHODS)}
+    results = [json.loads(p.read_text()) for p in sorted(output_dir.glob("*/metrics.json"))]
+    results.sort(key=lambda r: (order.get(r["method"], len(order)), r["backbone"]))
+    vessel = bool(results) and "auc" in results[0]["mean"]
+    header = (
+        "| method | backbone | trainable | iterations | train s | Dice | AUC | sensitivity | specificity |"
+        if vessel
+        else "| method | backbone | trainable | iterations | train s | mean Dice | Dice per class | HD95 mm "
+        "| cases with HD95 ∞ |"
+    )
     rows = []
     for r in results:
         mean = r["mean"]
-        if "auc" in mean:
+        if vessel:
             scores = f"{mean['dice']:.4f} | {mean['auc']:.4f} | {mean['sensitivity']:.4f} | {mean['specificity']:.4f}"
         else:
             per_class = " / ".join(f"{v:.3f}" for v in mean["dice"].values())
-            scores = f"{mean['mean_dice']:.4f} | {per_class} | {mean['mean_hd95_mm']:.2f} | {mean['cases_with_infinite_hd95']}"
+            scores = (
+                f"{mean['mean_dice']:.4f} | {per_class} | {mean['mean_hd95_mm']:.2f} | "
+                f"{mean['cases_with_infinite_hd95']}"
+            )
         rows.append(
             f"| {r['method']} | {r['backbone']} | {r['training']['trainable_parameters']:,} | "
             f"{r['training']['iterations']} | {r['training']['train_seconds']:.0f} | {scores} |"
         )
-    vessel = results and "auc" in results[0]["mean"]
-    header = (
-        "| method | backbone | trainable | iterations | train s | Dice | AUC | sensitivity | specificity |"
-        if vessel
-        else "| method | backbone | trainable | iterations | train s | mean Dice | Dice per class | HD95 mm | cases with HD95 ∞ |"
-    )
     first = results[0] if results else {}
+    facts = sorted({f"{r['hardware']}, {r['date']}: `{r['command']}`" for r in results})
     text = "\n".join(
         [
             f"# Accuracy on {first.get('dataset', '?')}",
             "",
-            f"{first.get('split', '')}. Test cases: {first.get('test_cases', 0)}. Hardware: {first.get('hardware', '?')}. "
-            f"Date: {first.get('date', '?')}.",
-            "",
-            f"Command: `{first.get('command', '')}`",
+            f"{first.get('split', '')}. Test cases: {first.get('test_cases', 0)}.",
             "",
             header,
             "|" + "---|" * (header.count("|") - 1),
             *rows,
+            "",
+            "Runs:",
+            "",
+            *(f"- {fact}" for fact in facts),
             "",
         ]
     )
@@ -524,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:  # one failing method must not lose the others' results (the error is logged)
             failed.append(method)
     if results:
-        print(write_summary(results, output_dir))
+        print(write_summary(output_dir))
     if failed:
         print(f"failed: {', '.join(failed)} (see {output_dir}/<method>_{settings.backbone}/run.log)", file=sys.stderr)
     return 1 if failed else 0

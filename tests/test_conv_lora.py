@@ -71,6 +71,25 @@ def test_top1_routing_sends_each_sample_through_exactly_its_expert():
         assert torch.allclose(out[i], expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("scale_by_gate", [False, True])
+def test_inference_runs_every_expert_and_keeps_the_routed_one_exactly(scale_by_gate):
+    """Outside training the experts run densely (exportable, no data-dependent indexing): the same values as the
+    sparse training path for the same routing."""
+    layer = _layer(scale_by_gate=scale_by_gate)
+    with torch.no_grad():
+        for conv in layer.experts:
+            conv.weight.normal_()
+            conv.bias.normal_()
+    grid = torch.randn(6, 3, 5, 5)
+    index = torch.tensor([0, 7, 3, 3, 1, 5])
+    gate = torch.rand(6)
+    layer.train()
+    sparse = layer._experts(grid, index, gate)
+    layer.eval()
+    dense = layer._experts(grid, index, gate)
+    assert torch.allclose(dense, sparse, atol=1e-6) and sparse.abs().sum() > 0
+
+
 def test_padding_tokens_are_left_out_of_routing():
     layer = _layer()
     layer.eval()

@@ -150,20 +150,31 @@ class ConvLoraLinear(AdapterLayer):
         normal = torch.distributions.Normal(clean.new_zeros(()), clean.new_ones(()))
         return normal.cdf((clean - threshold) / noise_std).sum(0)
 
-    def _experts(self, grid: torch.Tensor, index: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros_like(grid)
+    def _expert(self, number: int, grid: torch.Tensor) -> torch.Tensor:
+        """Expert ``number`` on ``n×r×H×W``: rescale the grid, convolve, GELU, back to ``H×W``."""
+        scale, conv = self.expert_scales[number], self.experts[number]
         height, width = grid.shape[-2:]
-        for e, (scale, conv) in enumerate(zip(self.expert_scales, self.experts)):
+        x = F.interpolate(grid, scale_factor=scale, mode="bicubic", align_corners=False) if scale != 1 else grid
+        x = F.gelu(conv(x))
+        if x.shape[-2:] != (height, width):
+            x = F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False)
+        return x
+
+    def _experts(self, grid: torch.Tensor, index: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            # every expert on every sample, the chosen one kept by a one-hot weight: no data-dependent indexing, so
+            # the network exports (torch.export, ONNX); the experts are rank-r convolutions, cheap to run all. Same
+            # values as the sparse path (the other experts are multiplied by exact zeros).
+            weights = F.one_hot(index, self.num_experts).to(grid.dtype)
+            weights = weights * gate[:, None] if self.scale_by_gate else weights
+            return sum(self._expert(e, grid) * weights[:, e, None, None, None] for e in range(self.num_experts))
+        # training: each expert runs on the samples routed to it only (the others get no gradient from it)
+        out = torch.zeros_like(grid)
+        for e in range(self.num_experts):
             rows = torch.nonzero(index == e, as_tuple=True)[0]
-            if rows.numel() == 0:
-                continue
-            x = grid[rows]
-            if scale != 1:
-                x = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
-            x = F.gelu(conv(x))
-            if x.shape[-2:] != (height, width):
-                x = F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False)
-            out[rows] = x * gate[rows, None, None, None] if self.scale_by_gate else x
+            if rows.numel():
+                x = self._expert(e, grid[rows])
+                out[rows] = x * gate[rows, None, None, None] if self.scale_by_gate else x
         return out
 
     def adapter_forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -114,10 +114,21 @@ def unmerge_adapters(model: nn.Module) -> int:
     return len(layers)
 
 
-def merge_and_unload(model: nn.Module) -> nn.Module:
-    """Replace every adapter layer by a plain layer with the merged weight, in place; returns ``model``."""
+def merge_and_unload(model: nn.Module, strict: bool = True) -> nn.Module:
+    """Replace every adapter layer by a plain layer with the merged weight, in place; returns ``model``.
+
+    Args:
+        strict: raise on adapters that cannot be folded into a weight (Conv-LoRA's experts, bottleneck adapters);
+            with False they stay in the model as adapter layers.
+    """
     for name, layer in list(adapter_layers(model)):
-        _set_submodule(model, name, layer.to_base_layer())
+        try:
+            plain = layer.to_base_layer()
+        except NotImplementedError:
+            if strict:
+                raise
+            continue
+        _set_submodule(model, name, plain)
     return model
 
 

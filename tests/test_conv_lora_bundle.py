@@ -19,7 +19,7 @@ BUNDLE = REPO_ROOT / "bundles" / "conv_lora_sam_segmentation"
 
 
 def test_bundle_files_metadata_and_large_files():
-    extra = ["multiclass.json", "multiclass_inference.json", "multiclass_2d.json"]
+    extra = ["multiclass.json", "multiclass_inference.json", "multiclass_2d.json", "merged_inference.json"]
     check_bundle_files(BUNDLE, extra, "sam_vit_h")
 
 

@@ -103,7 +103,10 @@ def test_a_run_killed_mid_epoch_resumes_and_ends_like_an_uninterrupted_run(tmp_p
         _train_command(killed, data, "--resume", "True"), cwd=killed, capture_output=True, text=True, timeout=900
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed from training_state_checkpoint_epoch=2.pt: epoch 2, iteration 12 done" in resumed.stdout + resumed.stderr
+    assert (
+        "resumed from training_state_checkpoint_epoch=2.pt: epoch 2, iteration 12 done"
+        in resumed.stdout + resumed.stderr
+    )
     assert "Epoch: 1/4" not in resumed.stdout + resumed.stderr  # epochs 1-2 were not trained again
 
     expected, actual = _final_state(whole), _final_state(killed)

@@ -23,7 +23,9 @@ def _workflow(files, workflow_type, configs=CONFIGS, **override):
 
 
 def test_bundle_files_metadata_and_large_files():
-    check_bundle_files(BUNDLE, [], "sam2.1_hiera_l")
+    check_bundle_files(
+        BUNDLE, ["hippocampus.json", "hippocampus_inference.json", "merged_inference.json"], "sam2.1_hiera_l"
+    )
 
 
 def test_lora_placement_and_share_on_the_test_backbone():

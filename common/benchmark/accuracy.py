@@ -83,13 +83,14 @@ DATASETS = {
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """How one method is trained and served per dataset: the bundle, its config files (train and inference) and
-    the overrides that set the dataset's labels."""
+    """How one method is trained and served per dataset: the bundle, its config files (train and inference), the
+    overrides that set the dataset's labels (both), and those for inference only."""
 
     bundle: str
     train_configs: dict
     inference_configs: dict
     overrides: dict = field(default_factory=dict)
+    inference_overrides: dict = field(default_factory=dict)
     baseline: bool = False
 
 
@@ -108,10 +109,8 @@ METHODS = {
         "balr_sam_segmentation",
         {"chase_db1": ["train.json"], "msd_hippocampus": ["train.json", "synapse.json", "hippocampus.json"]},
         {"chase_db1": ["inference.json"], "msd_hippocampus": ["inference.json"]},
-        {
-            "chase_db1": _labels(VESSEL_LABELS),
-            "msd_hippocampus": {**_labels(HIPPOCAMPUS_LABELS), "inference:output_rule": "softmax"},
-        },
+        {"chase_db1": _labels(VESSEL_LABELS), "msd_hippocampus": _labels(HIPPOCAMPUS_LABELS)},
+        {"msd_hippocampus": {"output_rule": "softmax"}},  # its hippocampus training uses softmax over K+1 classes
     ),
     "s_sam": MethodSpec(
         "s_sam_text_prompted_segmentation",
@@ -189,6 +188,19 @@ def _read_configs(bundle_dir: Path, files: list[str], overrides: dict):
     return parser
 
 
+def _run_overrides(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: argparse.Namespace) -> dict:
+    """Config values that training and inference of one run share: folders, backbone, device, dataset labels and,
+    for the baseline, its network."""
+    spec = METHODS[method]
+    overrides = {"bundle_root": str(run_dir / "bundle"), "dataset_dir": str(data_dir), "backbone": settings.backbone}
+    if settings.device:
+        overrides["device"] = f"$torch.device({settings.device!r})"
+    overrides.update(spec.overrides.get(dataset, {}))
+    if spec.baseline:
+        overrides["network_def"] = baseline_network(DATASETS[dataset].image_channels)
+    return overrides
+
+
 def _budget(iterations: int, val_every: int) -> dict:
     epoch_length = max(1, min(val_every, iterations))
     return {"epoch_length": epoch_length, "max_epochs": math.ceil(iterations / epoch_length)}
@@ -203,38 +215,26 @@ def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: ar
     from common.adapters import save_adapter_checkpoint
     from common.engines import TimeBudget
 
-    spec, data = METHODS[method], DATASETS[dataset]
+    spec = METHODS[method]
     bundle_dir = run_dir / "bundle"
     budget = _budget(settings.iterations, settings.val_every or max(1, settings.iterations // 5))
     overrides = {
-        "bundle_root": str(bundle_dir),
-        "dataset_dir": str(data_dir),
+        **_run_overrides(method, dataset, run_dir, data_dir, settings),
         "output_dir": str(run_dir / "logs"),
-        "backbone": settings.backbone,
         "num_workers": settings.num_workers,
         "max_epochs": budget["max_epochs"],
         "epoch_length": budget["epoch_length"],
         "train#trainer#epoch_length": budget["epoch_length"],
         "val_interval": 1,
     }
-    if settings.device:
-        overrides["device"] = f"$torch.device({settings.device!r})"
     if settings.batch_size:
         overrides["batch_size"] = settings.batch_size
     if settings.max_val_cases:
         overrides["validate#dataset#data"] = (
             f"$common.data.load_datalist(@dataset_dir, 'validation')[:{settings.max_val_cases}]"
         )
-    overrides.update({k: v for k, v in spec.overrides.get(dataset, {}).items() if not k.startswith("inference:")})
     if spec.baseline:
-        overrides.update(
-            {
-                "network_def": baseline_network(data.image_channels),
-                "loss#iou_weight": 0.0,
-                "loss#iou_source": None,
-                "learning_rate": 1e-3,
-            }
-        )
+        overrides.update({"loss#iou_weight": 0.0, "loss#iou_source": None, "learning_rate": 1e-3})
     parser = _read_configs(bundle_dir, spec.train_configs[dataset], overrides)
     parser.get_parsed_content("initialize")
     trainer = parser.get_parsed_content("train#trainer")
@@ -276,24 +276,17 @@ def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: ar
 def predict(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: argparse.Namespace) -> float:
     """Segment the test cases with the bundle's ``inference.json`` and the trained weights (label maps and
     probabilities under ``run_dir/predictions``); returns the seconds it took."""
-    spec, data = METHODS[method], DATASETS[dataset]
+    spec = METHODS[method]
     bundle_dir = run_dir / "bundle"
     limit = f"[:{settings.max_test_cases}]" if settings.max_test_cases else ""
     overrides = {
-        "bundle_root": str(bundle_dir),
-        "dataset_dir": str(data_dir),
+        **_run_overrides(method, dataset, run_dir, data_dir, settings),
+        **spec.inference_overrides.get(dataset, {}),
         "datalist": f"$common.data.load_datalist(@dataset_dir, 'testing'){limit}",
         "output_dir": str(run_dir / "predictions"),
-        "backbone": settings.backbone,
         "save_probabilities": True,
         "dataloader#num_workers": settings.num_workers,
     }
-    if settings.device:
-        overrides["device"] = f"$torch.device({settings.device!r})"
-    for key, value in spec.overrides.get(dataset, {}).items():
-        overrides[key.removeprefix("inference:")] = value
-    if spec.baseline:
-        overrides["network_def"] = baseline_network(data.image_channels)
     parser = _read_configs(bundle_dir, spec.inference_configs[dataset], overrides)
     started = time.perf_counter()
     parser.get_parsed_content("initialize")

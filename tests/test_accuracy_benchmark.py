@@ -78,7 +78,7 @@ def _written(run_dir, stem, ext):
 @needs_data
 def test_accuracy_command_on_chase_db1(tmp_path):
     code = accuracy.main(
-        ["--dataset", "chase_db1", "--methods", "sam2lora", "unet", "--backbone", "sam_vit_test", "--iterations", "3",
+        ["--dataset", "chase_db1", "--methods", "sam2lora", "unet", "--backbone", "sam_vit_test", "--iterations", "4",
          "--val_every", "2", "--max_val_cases", "1", "--max_test_cases", "2", "--overlays", "1", "--num_workers", "0",
          "--output_dir", str(tmp_path)]
     )  # fmt: skip
@@ -91,8 +91,11 @@ def test_accuracy_command_on_chase_db1(tmp_path):
     for method in ("sam2lora", "unet"):
         run = out / f"{method}_sam_vit_test"
         result = json.loads((run / "metrics.json").read_text())
-        assert result["training"]["iterations"] == 3 and result["training"]["epochs"] == 2
-        assert len(result["learning_curve"]["loss"]) == 3
+        assert result["training"]["iterations"] == 4 and result["training"]["epochs"] == 2
+        assert len(result["learning_curve"]["loss"]) == 4
+        # validated after each 2-iteration epoch, the last one too (the iteration budget ends the run there)
+        key = result["training"]["key_metric"]
+        assert [i for i, _ in result["learning_curve"]["metrics"][key]] == [2, 4]
         assert (run / "bundle" / "models" / "model.pt").exists() and list((run / "logs").glob("events.out.*"))
         assert (run / "learning_curve.png").stat().st_size > 1000 and len(list((run / "overlays").glob("*.png"))) == 1
         assert set(result["per_case"]) == {"Image_11L", "Image_11R"}
@@ -131,6 +134,7 @@ def test_accuracy_command_on_hippocampus_with_a_time_budget(tmp_path):
         # the budget stopped training after its first iteration; the last weights were validated and saved
         assert result["training"]["iterations"] == 1 and result["training"]["stopped_by_time_budget"]
         assert (run / "bundle" / "models" / "model.pt").exists()
+        assert [i for i, _ in result["learning_curve"]["metrics"][result["training"]["key_metric"]]] == [1]
         assert len(result["per_case"]) == 2 and len(list((run / "overlays").glob("*.png"))) == 2
         for stem, metrics in result["per_case"].items():
             assert len(metrics["dice"]) == 2 and all(0 <= d <= 1 for d in metrics["dice"] if not math.isnan(d))

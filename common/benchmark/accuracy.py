@@ -247,15 +247,17 @@ def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: ar
     trainer.add_event_handler(Events.ITERATION_COMPLETED(once=settings.iterations), lambda engine: engine.terminate())
     started = time.perf_counter()
     trainer.run()
-    if trainer.state.iteration % budget["epoch_length"]:
-        # stopped mid-epoch (time or iteration budget): validate the last weights too (the saver keeps the best)
+    key_metric = evaluator.state.key_metric_name
+    validated = curve.metrics.get(key_metric, [])
+    if not validated or validated[-1][0] != trainer.state.iteration:
+        # a budget stopped the trainer before its epoch-end validation: validate the last weights too (the
+        # best-model saver keeps them only if they are better)
         evaluator.run(trainer.state.epoch)
     seconds = time.perf_counter() - started
     checkpoint = bundle_dir / "models" / "model.pt"
     if not checkpoint.exists():
         logger.warning("no validation checkpoint was written (NaN metric?): evaluating the final weights")
         save_adapter_checkpoint(network, checkpoint)
-    key_metric = evaluator.state.key_metric_name
     trainable = sum(p.numel() for p in network.parameters() if p.requires_grad)
     return {
         "iterations": int(trainer.state.iteration),
@@ -433,6 +435,10 @@ def run_accuracy(method: str, dataset: str, output_dir: Path, settings: argparse
     return result
 
 
+def _number(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.2f}"  # e.g. every structure missed: no finite HD95 to average
+
+
 def write_summary(output_dir: Path) -> str:
     """``summary.md`` / ``summary.json`` over every run in ``output_dir`` (``<method>_<backbone>/metrics.json``),
     so that methods run by separate commands end in one table."""
@@ -454,7 +460,7 @@ def write_summary(output_dir: Path) -> str:
         else:
             per_class = " / ".join(f"{v:.3f}" for v in mean["dice"].values())
             scores = (
-                f"{mean['mean_dice']:.4f} | {per_class} | {mean['mean_hd95_mm']:.2f} | "
+                f"{mean['mean_dice']:.4f} | {per_class} | {_number(mean['mean_hd95_mm'])} | "
                 f"{mean['cases_with_infinite_hd95']}"
             )
         rows.append(

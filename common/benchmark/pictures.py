@@ -55,7 +55,9 @@ def save_learning_curve(
     plt.close(figure)
 
 
-def truth_overlay(image: np.ndarray, prediction: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
+def truth_overlay(
+    image: np.ndarray, prediction: np.ndarray, truth: np.ndarray, num_classes: int, min_size: int = 256
+) -> np.ndarray:
     """``H×W×3`` uint8 picture: predicted classes filled in colour, ground-truth borders in white.
 
     A volume (``H×W×D``) is shown at its axial slice with the most ground truth (the most predicted voxels when
@@ -64,6 +66,7 @@ def truth_overlay(image: np.ndarray, prediction: np.ndarray, truth: np.ndarray, 
     Args:
         image: ``H×W`` grey, ``H×W×3`` RGB (2D) or ``H×W×D`` (volume), intensities 0-1.
         prediction, truth: integer label maps of the image's spatial shape.
+        min_size: pictures whose shorter side is smaller are enlarged by an integer factor.
     """
     prediction, truth = np.asarray(prediction), np.asarray(truth)
     image = np.asarray(image, dtype=np.float32)

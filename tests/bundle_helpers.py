@@ -119,3 +119,22 @@ def bundle_with_test_weights(name: str, parent: Path, settings: dict | None = No
     parser.update({"bundle_root": str(bundle)})
     save_adapter_checkpoint(parser.get_parsed_content("network"), bundle / "models" / "model.pt")
     return bundle
+
+
+#: synthetic data in each bundle's default layout: 2D pictures, 3D volumes for S-SAM (its train.json samples slices)
+_DEFAULT_LAYOUT = {"s_sam_text_prompted_segmentation": {"spatial_dims": 3, "num_classes": 2, "shape": (40, 48, 8)}}
+
+
+def bundle_and_synthetic_data(name: str, parent: Path, num_val: int = 1) -> tuple[Path, Path]:
+    """A plain copy of bundle ``name`` and a small generated dataset in its default layout (4 training cases),
+    both under ``parent``."""
+    import shutil
+
+    from common.data import make_synthetic_dataset
+
+    bundle = parent / name
+    shutil.copytree(REPO_ROOT / "bundles" / name, bundle)
+    data = parent / "data"
+    layout = {"spatial_dims": 2, "num_classes": 1, **_DEFAULT_LAYOUT.get(name, {})}
+    make_synthetic_dataset(data, **layout, num_train=4, num_val=num_val, num_test=1)
+    return bundle, data

@@ -3,17 +3,13 @@ gives other weights (so the comparison can fail)."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
-from bundle_helpers import REPO_ROOT, TEST_BACKBONES
+from bundle_helpers import TEST_BACKBONES, bundle_and_synthetic_data
 from monai.bundle import ConfigParser
 
 from common.adapters import adapter_state_dict
-from common.data import make_synthetic_dataset
 
-DATA = {"s_sam_text_prompted_segmentation": {"spatial_dims": 3, "num_classes": 2, "shape": (40, 48, 8)}}
 #: one bundle also loads its data in worker processes (their seeds must follow the global seed too)
 WORKERS = {"sam2lora_fundus_segmentation": 2}
 
@@ -39,11 +35,7 @@ def _train(bundle, data, name: str, seed: int) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("name", sorted(TEST_BACKBONES))
 def test_same_seed_same_adapter_weights(name, tmp_path):
-    bundle = tmp_path / name
-    shutil.copytree(REPO_ROOT / "bundles" / name, bundle)
-    data = tmp_path / "data"
-    make_synthetic_dataset(data, **{"spatial_dims": 2, "num_classes": 1, **DATA.get(name, {})}, num_train=4,
-                           num_val=1, num_test=1)  # fmt: skip
+    bundle, data = bundle_and_synthetic_data(name, tmp_path)
     first, second = _train(bundle, data, name, 0), _train(bundle, data, name, 0)
     assert first.keys() == second.keys() and first
     different = [k for k in first if not torch.equal(first[k], second[k])]

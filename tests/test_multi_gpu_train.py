@@ -5,31 +5,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
-from bundle_helpers import REPO_ROOT, TEST_BACKBONES
+from bundle_helpers import TEST_BACKBONES, bundle_and_synthetic_data
 from monai.bundle import ConfigParser
 
 from common.adapters import adapter_state_dict
-from common.data import make_synthetic_dataset
-
-# the bundles' default data layouts: 2D pictures, and 3D volumes for S-SAM (its train.json samples slices)
-DATA = {
-    "s_sam_text_prompted_segmentation": {"spatial_dims": 3, "num_classes": 2, "shape": (40, 48, 8)},
-}
 
 
 @pytest.mark.parametrize("name", sorted(TEST_BACKBONES))
 def test_two_gloo_ranks_train_one_epoch_to_identical_adapters(name, tmp_path):
-    bundle = tmp_path / name
-    shutil.copytree(REPO_ROOT / "bundles" / name, bundle)
-    data = tmp_path / "data"
-    make_synthetic_dataset(data, **{"spatial_dims": 2, "num_classes": 1, **DATA.get(name, {})}, num_train=4,
-                           num_val=2, num_test=1)  # fmt: skip
+    bundle, data = bundle_and_synthetic_data(name, tmp_path, num_val=2)
     # test-only addition: every rank writes its adapter state before the process group goes
     (bundle / "configs" / "save_each_rank.json").write_text(
         json.dumps(

@@ -25,7 +25,6 @@ import datetime
 import json
 import logging
 import math
-import platform
 import shutil
 import sys
 import time
@@ -303,9 +302,22 @@ def _read_picture(path: Path) -> np.ndarray:
         return np.asarray(picture)
 
 
+def _overlay_image(path: str, data: DatasetSpec) -> np.ndarray:
+    """The case's image at 0-1 for its overlay picture: 8-bit pictures /255, MR volumes as inference scales them."""
+    if data.kind == "vessel2d":
+        return _read_picture(Path(path)) / 255.0
+    import nibabel as nib
+
+    from common.data import ScaleScanIntensityd
+
+    scan = torch.as_tensor(np.asarray(nib.load(path).dataobj, dtype=np.float32))[None]
+    return ScaleScanIntensityd("image", intensity="mr")({"image": scan})["image"][0].numpy()
+
+
 def evaluate(dataset: str, run_dir: Path, data_dir: Path, settings: argparse.Namespace) -> dict:
     """Metrics of every predicted test case against its ground truth, and overlay pictures of the first few."""
     import nibabel as nib
+    from PIL import Image
 
     from common.data import load_datalist
 
@@ -318,24 +330,18 @@ def evaluate(dataset: str, run_dir: Path, data_dir: Path, settings: argparse.Nam
     for index, case in enumerate(cases):
         stem = Path(case["image"]).name.split(".")[0]
         if data.kind == "vessel2d":
-            image = _read_picture(Path(case["image"])) / 255.0
             truth = _read_picture(Path(case["label"]))
             pred = _read_picture(predictions / f"{stem}_seg.png")
             prob = _read_picture(predictions / f"{stem}_prob.tif")
             fov = _read_picture(Path(case["fov"])) if case.get("fov") else None
             per_case[stem] = vessel_metrics(pred, prob, truth, fov)
         else:
-            truth_file, image_file = nib.load(case["label"]), nib.load(case["image"])
+            truth_file = nib.load(case["label"])
             truth = np.asarray(truth_file.dataobj).round().astype(int)
             pred = np.asarray(nib.load(predictions / f"{stem}_seg.nii.gz").dataobj).astype(int)
             per_case[stem] = volume_metrics(pred, truth, len(data.label_names), truth_file.header.get_zooms()[:3])
-            scan = np.asarray(image_file.dataobj, dtype=np.float32)
-            low, high = np.percentile(scan, (0.5, 99.5))
-            image = np.clip((scan - low) / max(high - low, 1e-6), 0, 1)
         if index < settings.overlays:
-            from PIL import Image
-
-            picture = truth_overlay(image, pred, truth, len(data.label_names))
+            picture = truth_overlay(_overlay_image(case["image"], data), pred, truth, len(data.label_names))
             Image.fromarray(picture).save(overlays / f"{stem}.png")
     return {"per_case": per_case, "mean": summarise(per_case, data)}
 
@@ -361,17 +367,11 @@ def summarise(per_case: dict, data: DatasetSpec) -> dict:
 
 
 def hardware() -> str:
+    from common.benchmark.efficiency import cpu_model
+
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads"
+    return f"{cpu_model()}, {torch.get_num_threads()} threads"
 
 
 def run_accuracy(method: str, dataset: str, output_dir: Path, settings: argparse.Namespace) -> dict:

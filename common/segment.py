@@ -187,6 +187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--slice-axis", type=int, choices=(0, 1, 2), help="slicing axis of RAS volumes (2 = axial)")
     parser.add_argument("--batch-size", type=int, help="slices per forward pass")
     parser.add_argument("--context-slices", type=int, help="2.5D: neighbours on each side as channels")
+    parser.add_argument(
+        "--window-size",
+        type=int,
+        help="segment pictures/slices larger than this at native resolution in windows of this size (for weights "
+        "trained with native_patches.json: the backbone's input size)",
+    )
     parser.add_argument("--largest-component", action="store_true", help="keep the largest component per class")
     parser.add_argument("--probabilities", action="store_true", help="also write <name>_prob.nii.gz")
     parser.add_argument("--device", help="torch device (default: cuda:0 when available)")
@@ -201,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("slice_axis", args.slice_axis),
         ("slice_batch_size", args.batch_size),
         ("context_slices", args.context_slices),
+        ("window_size", args.window_size),
         ("device", None if args.device is None else f"$torch.device('{args.device}')"),
     ):
         if value is not None:

@@ -13,6 +13,7 @@ from PIL import Image
 
 from common.benchmark import accuracy
 from common.benchmark.case_metrics import vessel_metrics, volume_metrics
+from common.benchmark.resolution_ceiling import resolution_ceiling, truth_through_size
 from common.networks import ResizedInputNet
 
 DATA_ROOT = accuracy.DEFAULT_DATA_ROOT
@@ -20,6 +21,34 @@ needs_data = pytest.mark.skipif(
     not (DATA_ROOT / "chase_db1").is_dir() or not (DATA_ROOT / "msd_hippocampus").is_dir(),
     reason=f"real datasets not found under {DATA_ROOT} (../shared beside the repository)",
 )
+
+
+def test_thin_lines_do_not_survive_a_small_input_size_and_large_shapes_do():
+    yy, xx = np.mgrid[:400, :300]
+    line = np.zeros((400, 300), bool)
+    line[200, 20:280] = True  # one pixel wide
+    disc = (yy - 200) ** 2 + (xx - 150) ** 2 < 90**2
+    assert truth_through_size(line, 100).sum() == 0  # a quarter of a pixel wide at that size: gone
+    assert np.array_equal(truth_through_size(line, 400), line)  # the picture fits: nothing lost
+    kept = truth_through_size(disc, 100)
+    assert 2 * (kept & disc).sum() / (kept.sum() + disc.sum()) > 0.98
+    ceiling = resolution_ceiling([line, disc], [100, 400])
+    assert ceiling[400] == 1.0 and 0.49 < ceiling[100] < 0.5  # (0 for the line + ~0.99 for the disc) / 2
+    outside = np.ones_like(line)
+    outside[:, :150] = False  # a field of view holding the right half of both
+    assert resolution_ceiling([line, disc], [400], [outside, outside]) == {400: 1.0}
+
+
+@needs_data
+def test_resolution_ceiling_of_chase_db1(capsys):
+    from common.benchmark.resolution_ceiling import main
+
+    assert main(["--sizes", "256", "1024", "--data_root", str(DATA_ROOT)]) == 0
+    rows = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("| 256") or line.startswith("| 1024")
+    ]
+    ceiling = {int(row.split("|")[1]): float(row.split("|")[2]) for row in rows}
+    assert 0.85 < ceiling[256] < 0.95 and ceiling[1024] == 1.0  # 999×960 pictures fit 1024 as they are
 
 
 def test_vessel_metrics_count_inside_the_field_of_view_only():
@@ -92,6 +121,7 @@ def test_accuracy_command_on_chase_db1(tmp_path):
         run = out / f"{method}_sam_vit_test"
         result = json.loads((run / "metrics.json").read_text())
         assert result["training"]["iterations"] == 4 and result["training"]["epochs"] == 2
+        assert result["training"]["configs"][-1] == "native_patches.json"  # native-resolution crops and windows
         assert len(result["learning_curve"]["loss"]) == 4
         # validated after each 2-iteration epoch, the last one too (the iteration budget ends the run there)
         key = result["training"]["key_metric"]

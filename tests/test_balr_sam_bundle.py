@@ -21,7 +21,9 @@ BUNDLE = REPO_ROOT / "bundles" / "balr_sam_segmentation"
 
 def test_bundle_files_metadata_and_large_files():
     check_bundle_files(
-        BUNDLE, ["synapse.json", "synapse_inference.json", "hippocampus.json", "merged_inference.json"], "sam_vit_h"
+        BUNDLE,
+        ["synapse.json", "synapse_inference.json", "hippocampus.json", "merged_inference.json", "native_patches.json"],
+        "sam_vit_h",
     )
     train = json.loads((BUNDLE / "configs" / "train.json").read_text())
     inference = json.loads((BUNDLE / "configs" / "inference.json").read_text())

@@ -20,6 +20,7 @@ BUNDLE = REPO_ROOT / "bundles" / "conv_lora_sam_segmentation"
 
 def test_bundle_files_metadata_and_large_files():
     extra = ["multiclass.json", "multiclass_inference.json", "multiclass_2d.json", "merged_inference.json"]
+    extra += ["native_patches.json"]
     check_bundle_files(BUNDLE, extra, "sam_vit_h")
 
 

@@ -20,7 +20,9 @@ BUNDLE = REPO_ROOT / "bundles" / "s_sam_text_prompted_segmentation"
 
 
 def test_bundle_files_metadata_and_large_files():
-    check_bundle_files(BUNDLE, ["ct_liver.json", "images_2d.json", "merged_inference.json"], "sam_vit_b")
+    check_bundle_files(
+        BUNDLE, ["ct_liver.json", "images_2d.json", "merged_inference.json", "native_patches.json"], "sam_vit_b"
+    )
     assert (BUNDLE / "docs" / "data_license.txt").is_file()
     meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
     train = json.loads((BUNDLE / "configs" / "train.json").read_text())

@@ -24,7 +24,9 @@ def _workflow(files, workflow_type, configs=CONFIGS, **override):
 
 def test_bundle_files_metadata_and_large_files():
     check_bundle_files(
-        BUNDLE, ["hippocampus.json", "hippocampus_inference.json", "merged_inference.json"], "sam2.1_hiera_l"
+        BUNDLE,
+        ["hippocampus.json", "hippocampus_inference.json", "merged_inference.json", "native_patches.json"],
+        "sam2.1_hiera_l",
     )
 
 

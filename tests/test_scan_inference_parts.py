@@ -72,6 +72,49 @@ def test_inferer_keeps_metadata_passes_2d_through_and_rejects_bad_settings():
         SliceBatchInferer()(torch.rand(8, 8), net)
 
 
+class _PixelNet(torch.nn.Module):
+    """A network whose output at a pixel depends only on that pixel (1×1 convolution); records its input sizes."""
+
+    def __init__(self, in_channels: int = 3) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(in_channels, 1, 1)
+        self.sizes: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(tuple(x.shape))
+        return self.conv(x)
+
+
+def test_windows_segment_large_pictures_at_native_resolution():
+    picture = MetaTensor(torch.rand(1, 3, 70, 45), affine=torch.diag(torch.tensor([0.5, 0.5, 1.0, 1.0])))
+    net = _PixelNet()
+    out = SliceBatchInferer(batch_size=4, window_size=32, window_overlap=0.5)(picture, net)
+    # every call sees 32×32 windows (never the picture shrunk), and the blended windows give the per-pixel answer
+    assert {size[-2:] for size in net.sizes} == {(32, 32)} and sum(size[0] for size in net.sizes) > 4
+    assert out.shape == (1, 1, 70, 45) and isinstance(out, MetaTensor) and torch.equal(out.affine, picture.affine)
+    with torch.no_grad():
+        assert torch.allclose(out.as_tensor(), net.conv(picture.as_tensor()), atol=1e-5)
+    # a picture that fits in one window goes through whole, as without windows
+    net.sizes.clear()
+    SliceBatchInferer(window_size=32)(torch.rand(2, 3, 30, 20), net)
+    assert net.sizes == [(2, 3, 30, 20)]
+
+
+def test_windows_over_the_slices_of_a_volume_and_bad_window_settings():
+    volume = torch.rand(1, 1, 40, 36, 3)
+    net = _PixelNet(in_channels=1)
+    out = SliceBatchInferer(spatial_axis=2, batch_size=2, window_size=16)(volume, net)
+    assert out.shape == (1, 1, 40, 36, 3) and {size[-2:] for size in net.sizes} == {(16, 16)}
+    with torch.no_grad():
+        expected = torch.stack([net.conv(volume[..., index]) for index in range(3)], dim=-1)
+    assert torch.allclose(out, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="prompts"):
+        SliceBatchInferer(window_size=16)(torch.rand(1, 1, 40, 36), lambda x, points: x, torch.zeros(1, 1, 2))
+    for bad in ({"window_size": 0}, {"window_overlap": 1.0}, {"window_overlap": -0.1}):
+        with pytest.raises(ValueError, match="window"):
+            SliceBatchInferer(**bad)
+
+
 def test_intensity_rules_for_ct_mr_and_2d_images():
     assert parse_intensity("ct:abdomen") == ("ct", CT_WINDOWS["abdomen"])
     assert parse_intensity("CT:-125,275") == ("ct", (-125.0, 275.0))

@@ -51,13 +51,16 @@ VESSEL_LABELS = {"1": "retinal vessel"}
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A benchmark dataset: its folder under the data root, its kind (``vessel2d`` or ``volume``) and labels."""
+    """A benchmark dataset: its folder under the data root, its kind (``vessel2d`` or ``volume``) and labels;
+    ``native_resolution``: pictures larger than the backbone input are trained on native-resolution crops (every
+    bundle's ``native_patches.json``) and segmented in native-resolution windows (``window_size``)."""
 
     folder: str
     kind: str
     label_names: dict
     image_channels: int
     description: str
+    native_resolution: bool = False
 
 
 DATASETS = {
@@ -67,7 +70,9 @@ DATASETS = {
         VESSEL_LABELS,
         3,
         "CHASE_DB1 vessels: children 1-10 (images 1-20) train with 2 of them held out for validation, children 11-14 "
-        "(images 21-28) test; first observer; metrics inside the field of view",
+        "(images 21-28) test; first observer; metrics inside the field of view; trained on native-resolution crops "
+        "of the backbone's input size and segmented in native-resolution windows",
+        native_resolution=True,
     ),
     "msd_hippocampus": DatasetSpec(
         "msd_hippocampus",
@@ -234,7 +239,8 @@ def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: ar
         )
     if spec.baseline:
         overrides.update({"loss#iou_weight": 0.0, "loss#iou_source": None, "learning_rate": 1e-3})
-    parser = _read_configs(bundle_dir, spec.train_configs[dataset], overrides)
+    configs = [*spec.train_configs[dataset], *(["native_patches.json"] if DATASETS[dataset].native_resolution else [])]
+    parser = _read_configs(bundle_dir, configs, overrides)
     parser.get_parsed_content("initialize")
     trainer = parser.get_parsed_content("train#trainer")
     evaluator = parser.get_parsed_content("validate#evaluator")
@@ -259,6 +265,7 @@ def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: ar
         save_adapter_checkpoint(network, checkpoint)
     trainable = sum(p.numel() for p in network.parameters() if p.requires_grad)
     return {
+        "configs": configs,
         "iterations": int(trainer.state.iteration),
         "epochs": int(trainer.state.epoch),
         "epoch_length": budget["epoch_length"],
@@ -288,6 +295,8 @@ def predict(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: 
         "save_probabilities": True,
         "dataloader#num_workers": settings.num_workers,
     }
+    if DATASETS[dataset].native_resolution:
+        overrides["window_size"] = "$@network.input_size"  # the crop size native_patches.json trained on
     parser = _read_configs(bundle_dir, spec.inference_configs[dataset], overrides)
     started = time.perf_counter()
     parser.get_parsed_content("initialize")

@@ -1,4 +1,5 @@
-"""Run a 2D network over a 3D volume slice by slice, in batches, optionally with neighbouring slices as channels."""
+"""Run a 2D network over a 3D volume slice by slice, in batches, optionally with neighbouring slices as channels, and
+optionally over native-resolution windows of pictures and slices larger than the network's input."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 from monai.data import MetaTensor
-from monai.inferers import Inferer
+from monai.inferers import Inferer, sliding_window_inference
 
 __all__ = ["SliceBatchInferer"]
 
@@ -19,18 +20,32 @@ class SliceBatchInferer(Inferer):
     ``k`` neighbours on each side as extra channels (edge slices repeat the edge), e.g. ``k=1`` turns a grey
     volume into three-channel (previous, current, next) slices for the backbone's RGB input.
 
+    With ``window_size=S``, a picture or slice whose longer side exceeds ``S`` is not shrunk to the backbone's
+    input but segmented at its own resolution in ``S×S`` windows (MONAI's ``sliding_window_inference``, Gaussian
+    blending, zero padding at the border), as networks trained on native-resolution crops of that size need:
+    shrinking a 999×960 fundus photograph to 256² leaves vessels thinner than four pixels under one pixel wide. Pictures that fit in
+    one window go through whole, as without windows.
+
     Args:
         spatial_axis: the axis of the ``H×W×D`` spatial dimensions to slice along (0, 1 or 2; 2 = axial after
             ``Orientationd("RAS")``).
         batch_size: slices per forward pass.
         context_slices: neighbours on each side stacked as channels (0 = plain 2D slices).
         progress: show a progress bar over the slice batches.
+        window_size: side of the native-resolution windows (``None``: whole slices, resized by the network).
+        window_overlap: overlap of neighbouring windows, a fraction of ``window_size`` in ``[0, 1)``.
 
     Input ``B×C×H×W×D`` (or ``B×C×H×W``, passed to the network as is); output ``B×K×H×W×D`` (or ``B×K×H×W``).
     """
 
     def __init__(
-        self, spatial_axis: int = 2, batch_size: int = 16, context_slices: int = 0, progress: bool = False
+        self,
+        spatial_axis: int = 2,
+        batch_size: int = 16,
+        context_slices: int = 0,
+        progress: bool = False,
+        window_size: int | None = None,
+        window_overlap: float = 0.25,
     ) -> None:
         super().__init__()
         if spatial_axis not in (0, 1, 2):
@@ -41,10 +56,16 @@ class SliceBatchInferer(Inferer):
         self.batch_size = int(batch_size)
         self.context_slices = int(context_slices)
         self.progress = progress
+        if window_size is not None and window_size < 1:
+            raise ValueError(f"window_size must be positive or None, got {window_size}")
+        if not 0 <= window_overlap < 1:
+            raise ValueError(f"window_overlap must be in [0, 1), got {window_overlap}")
+        self.window_size = None if window_size is None else int(window_size)
+        self.window_overlap = float(window_overlap)
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
         if inputs.ndim == 4:
-            return self._with_metadata(network(inputs, *args, **kwargs), inputs)
+            return self._with_metadata(self._segment_slices(inputs, network, *args, **kwargs), inputs)
         if inputs.ndim != 5:
             raise ValueError(f"expected B×C×H×W (2D) or B×C×H×W×D (3D) input, got shape {tuple(inputs.shape)}")
         axis = 2 + self.spatial_axis
@@ -63,10 +84,28 @@ class SliceBatchInferer(Inferer):
             # each slice with its neighbours (edge replicated): n×(2k+1) indices → B×n×(2k+1)·C×h×w
             neighbours = (index[:, None] + offsets[None]).clamp(0, count - 1)
             slices = volume[:, neighbours.flatten()].reshape(batch, len(index), -1, *volume.shape[-2:])
-            logits = network(slices.flatten(0, 1), *args, **kwargs)
+            logits = self._segment_slices(slices.flatten(0, 1), network, *args, **kwargs)
             outputs.append(logits.reshape(batch, len(index), *logits.shape[1:]))
         # B×N×K×h×w → B×K×H×W×D
         return self._with_metadata(torch.movedim(torch.cat(outputs, dim=1).movedim(1, 2), 2, axis), inputs)
+
+    def _segment_slices(self, slices: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs):
+        """Logits ``n×K×h×w`` of ``n×C×h×w`` slices: whole, or in native-resolution windows when they are larger."""
+        if self.window_size is None or max(slices.shape[-2:]) <= self.window_size:
+            return network(slices, *args, **kwargs)
+        if args or kwargs:
+            # prompts are given in whole-picture coordinates: a window would receive points outside it
+            raise ValueError("window_size cannot be used with prompts or other network inputs; segment whole slices")
+        return sliding_window_inference(
+            slices,
+            roi_size=(self.window_size, self.window_size),
+            sw_batch_size=self.batch_size,
+            predictor=network,
+            overlap=self.window_overlap,
+            mode="gaussian",
+            padding_mode="constant",
+            cval=0.0,
+        )
 
     @staticmethod
     def _with_metadata(outputs: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,6 @@ a bad input leaves nothing behind: it gets one error line, the other cases go on
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import sys
@@ -22,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+
+from common.cli import parse_config_overrides
 
 __all__ = ["SegmentationError", "load_bundle_for_inference", "main", "segment_scans"]
 
@@ -163,13 +164,6 @@ def segment_scans(
     return results
 
 
-def _value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m common.segment",
@@ -216,11 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["keep_largest_component"] = True
     if args.probabilities:
         overrides["save_probabilities"] = True
-    for item in args.set:
-        key, separator, value = item.partition("=")
-        if not separator:
-            parser.error(f"--set expects ID=VALUE, got {item!r}")
-        overrides[key] = _value(value)
+    try:
+        overrides.update(parse_config_overrides(args.set))
+    except ValueError as error:
+        parser.error(str(error))
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # MONAI's notices about Orientationd defaults and 2D inputs are not the user's business here

@@ -142,6 +142,11 @@ def test_accuracy_command_on_chase_db1(tmp_path):
             assert metrics["dice"] == pytest.approx(dice)
             assert 0 <= metrics["auc"] <= 1
     assert json.loads((out / "unet_sam_vit_test" / "metrics.json").read_text())["training"]["total_parameters"] > 10**6
+    # methods run by separate (parallel) commands: the summary is rebuilt from the run folders alone
+    (out / "summary.md").unlink()
+    assert accuracy.main(["--dataset", "chase_db1", "--summary_only", "--output_dir", str(tmp_path)]) == 0
+    assert (out / "summary.md").read_text() == summary
+    assert accuracy.main(["--dataset", "msd_hippocampus", "--summary_only", "--output_dir", str(tmp_path)]) == 1
 
 
 @needs_data
@@ -183,3 +188,15 @@ def test_accuracy_command_reports_a_missing_dataset(tmp_path, capsys):
     assert "failed: unet" in capsys.readouterr().err
     log = (tmp_path / "out" / "chase_db1" / "unet_sam_vit_test" / "run.log").read_text()
     assert "dataset 'chase_db1' not found" in log
+
+
+def test_config_values_set_on_the_command_line_reach_every_run(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        accuracy.main(["--dataset", "chase_db1", "--set", "no_value", "--output_dir", str(tmp_path)])
+    assert "--set expects ID=VALUE" in capsys.readouterr().err
+    settings = accuracy.argparse.Namespace(
+        backbone="sam_vit_test", device=None, overrides={"patches_per_image": 8, "text_encoder": "precomputed"}
+    )
+    for method in accuracy.METHODS:
+        overrides = accuracy._run_overrides(method, "chase_db1", tmp_path, tmp_path / "data", settings)
+        assert overrides["patches_per_image"] == 8 and overrides["text_encoder"] == "precomputed"

@@ -37,6 +37,7 @@ import torch
 from common.backbones import BACKBONES
 from common.benchmark.case_metrics import vessel_metrics, volume_metrics
 from common.benchmark.pictures import save_learning_curve, truth_overlay
+from common.cli import parse_config_overrides
 
 __all__ = ["DATASETS", "METHODS", "run_accuracy", "main"]
 
@@ -202,6 +203,7 @@ def _run_overrides(method: str, dataset: str, run_dir: Path, data_dir: Path, set
     overrides.update(spec.overrides.get(dataset, {}))
     if spec.baseline:
         overrides["network_def"] = baseline_network(DATASETS[dataset].image_channels)
+    overrides.update(settings.overrides)
     return overrides
 
 
@@ -528,12 +530,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data_root", default=str(DEFAULT_DATA_ROOT), help="folder holding chase_db1/ and msd_hippocampus/"
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="ID=VALUE",
+        help="config value for every method's training and inference, e.g. text_encoder=precomputed",
+    )
     parser.add_argument("--output_dir", required=True)
+    parser.add_argument(
+        "--summary_only",
+        action="store_true",
+        help="only rebuild summary.md/json from the runs already in the output folder (e.g. after methods ran in "
+        "parallel commands)",
+    )
     settings = parser.parse_args(argv)
     if settings.iterations < 1:
         parser.error("--iterations must be at least 1")
+    try:
+        settings.overrides = parse_config_overrides(settings.set)
+    except ValueError as error:
+        parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stdout)
     output_dir = Path(settings.output_dir) / settings.dataset
+    if settings.summary_only:
+        if not list(output_dir.glob("*/metrics.json")):
+            print(f"error: no finished runs in {output_dir}", file=sys.stderr)
+            return 1
+        print(write_summary(output_dir))
+        return 0
     output_dir.mkdir(parents=True, exist_ok=True)
     results, failed = [], []
     for method in settings.methods:

@@ -76,7 +76,8 @@ def test_the_kit_runs_the_benchmark_from_its_own_wheels_data_and_embeddings(tmp_
         ["sh", str(kit / "run.sh"), *arguments], cwd=REPO_ROOT, env=environment, capture_output=True, text=True
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    assert (tmp_path / "site" / "segment_anything").is_dir()  # the kit's wheels were installed
+    assert (tmp_path / "site" / "segment_anything").is_dir()  # the kit's wheels were installed, once per kit
+    assert (tmp_path / "site" / ".offline_kit_wheels").read_text().split() == ["segment_anything-1.0-py3-none-any.whl"]
     result = json.loads((output / "chase_db1" / "s_sam_sam_vit_test" / "metrics.json").read_text())
     assert str(kit / "data") in result["command"] and "text_encoder=precomputed" in result["command"]
     assert set(result["per_case"]) == {"Image_11L"}

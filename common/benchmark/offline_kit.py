@@ -53,7 +53,12 @@ set -e
 KIT=$(cd "$(dirname "$0")" && pwd)
 PYTHON=${{PYTHON:-python3}}
 SITE=${{KIT_SITE:-/tmp/offline_kit_site}}
-"$PYTHON" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SITE" "$KIT"/wheels/*.whl
+WHEELS=$(cd "$KIT/wheels" && ls)
+# install once per kit, so that several runs can start side by side (one GPU, one method each)
+if [ "$(cat "$SITE/.offline_kit_wheels" 2>/dev/null)" != "$WHEELS" ]; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SITE" "$KIT"/wheels/*.whl
+    echo "$WHEELS" > "$SITE/.offline_kit_wheels"
+fi
 export PYTHONPATH="$SITE:$PWD${{PYTHONPATH:+:$PYTHONPATH}}"
 exec "$PYTHON" -m common.benchmark.accuracy --data_root "$KIT/data" \\
     --set text_encoder=precomputed --set "text_encoder_weights=$KIT/text_embeddings.pt" "$@"

@@ -22,9 +22,9 @@ class SliceBatchInferer(Inferer):
 
     With ``window_size=S``, a picture or slice whose longer side exceeds ``S`` is not shrunk to the backbone's
     input but segmented at its own resolution in ``S×S`` windows (MONAI's ``sliding_window_inference``, Gaussian
-    blending, zero padding at the border), as networks trained on native-resolution crops of that size need:
-    shrinking a 999×960 fundus photograph to 256² leaves vessels thinner than four pixels under one pixel wide. Pictures that fit in
-    one window go through whole, as without windows.
+    blending, zero padding at the border), as networks trained on native-resolution crops of that size need
+    (shrunk to 256², a 999×960 fundus photograph keeps no vessel under four pixels wide at a pixel or more).
+    Pictures that fit in one window go through whole, as without windows.
 
     Args:
         spatial_axis: the axis of the ``H×W×D`` spatial dimensions to slice along (0, 1 or 2; 2 = axial after

@@ -20,6 +20,20 @@ def test_each_method_builds_its_bundle_network_on_any_backbone():
         assert 0 < trainable < sum(p.numel() for p in network.parameters()), method
 
 
+def test_method_networks_take_config_values_such_as_precomputed_label_embeddings(tmp_path):
+    import torch
+
+    # S-SAM without its text model: label names looked up in a file, as on a GPU machine run from the offline kit
+    names = ["anterior hippocampus", "posterior hippocampus"]  # its train.json labels
+    torch.save({name: torch.randn(384) for name in names}, tmp_path / "labels.pt")
+    torch.save({"liver": torch.randn(384)}, tmp_path / "other.pt")
+    precomputed = {"text_encoder": "precomputed", "text_encoder_weights": str(tmp_path / "labels.pt")}
+    assert build("s_sam", "sam_vit_test", 128, precomputed).label_names == names
+    with pytest.raises(RuntimeError) as error:
+        build("s_sam", "sam_vit_test", 128, {**precomputed, "text_encoder_weights": str(tmp_path / "other.pt")})
+    assert "no embedding" in str(error.value.__cause__)
+
+
 def test_the_command_writes_a_table_with_ratios_to_full_fine_tuning_and_the_base(tmp_path):
     status = main(["--backbones", "sam_vit_test", "--methods", "sam2lora", "conv_lora", "--image_size", "128",
                    "--repeats", "1", "--output_dir", str(tmp_path)])  # fmt: skip
@@ -69,7 +83,7 @@ def test_table_ratios_and_mfu_column():
     assert s_sam["trainable (share)"] == "1 (1.00 %)"
 
 
-@pytest.mark.parametrize("bad", [["--methods", "lora"], []])
+@pytest.mark.parametrize("bad", [["--methods", "lora"], [], ["--output_dir", "x", "--set", "no_value"]])
 def test_bad_arguments_are_refused(bad, capsys):
     with pytest.raises(SystemExit):
         main(bad)

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from common.cli import parse_config_overrides
+
 __all__ = ["METHODS", "PAPER_CLAIMS", "main", "measure"]
 
 REPO_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
@@ -64,8 +66,9 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def build(kind: str, backbone: str, image_size: int | None) -> torch.nn.Module:
-    """``base`` / ``full``: the prompt-free SAM network; a method name: its bundle's network, random weights."""
+def build(kind: str, backbone: str, image_size: int | None, overrides: dict | None = None) -> torch.nn.Module:
+    """``base`` / ``full``: the prompt-free SAM network; a method name: its bundle's network, random weights, with
+    ``overrides`` of its ``train.json`` values (e.g. a precomputed text encoder for S-SAM)."""
     from monai.bundle import ConfigParser
 
     from common.backbones import get_backbone_spec
@@ -80,6 +83,7 @@ def build(kind: str, backbone: str, image_size: int | None) -> torch.nn.Module:
     parser = ConfigParser()
     parser.read_config(str(REPO_BUNDLES / METHODS[kind] / "configs" / "train.json"))
     parser.update({"backbone": backbone, "backbone_checkpoint": None, "bundle_root": str(REPO_BUNDLES / METHODS[kind])})
+    parser.update(overrides or {})
     if size is not None:
         parser["network_def"]["image_size"] = size
     return parser.get_parsed_content("network_def")
@@ -99,7 +103,9 @@ def _median_seconds(function, repeats: int, device: torch.device) -> float:
     return statistics.median(times)
 
 
-def measure(kind: str, backbone: str, image_size: int, batch_size: int, repeats: int, device: str) -> dict:
+def measure(
+    kind: str, backbone: str, image_size: int, batch_size: int, repeats: int, device: str, overrides: dict | None = None
+) -> dict:
     """One row's numbers for ``kind`` (``base``, ``full`` or a method) — call in a fresh process (peak memory)."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -116,7 +122,7 @@ def measure(kind: str, backbone: str, image_size: int, batch_size: int, repeats:
     torch.manual_seed(0)
     device_t = torch.device(device)
     dtype = torch.bfloat16 if device_t.type == "cuda" else torch.float32
-    network = build(kind, backbone, image_size).to(device_t)
+    network = build(kind, backbone, image_size, overrides).to(device_t)
     size = network.input_size
     image = torch.rand(batch_size, 3, size, size, device=device_t)
     result: dict = {"kind": kind, "backbone": backbone, "input_size": size, "batch_size": batch_size}
@@ -236,6 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads in the workers")
     parser.add_argument("--output_dir", help="where efficiency.md and efficiency.json go (required)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="ID=VALUE",
+        help="a train.json value for every method's network, e.g. text_encoder=precomputed",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -247,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.output_dir:
         parser.error("--output_dir is required")
+    try:
+        overrides = parse_config_overrides(args.set)
+    except ValueError as error:
+        parser.error(str(error))
 
     started = time.time()
     rows = []
@@ -256,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                        repeats=args.repeats, device=args.device)  # fmt: skip
             if args.threads:
                 job["threads"] = args.threads
+            if overrides:
+                job["overrides"] = overrides
             rows.append(_run_worker(job))
             print(f"{backbone:>16} {kind:>10}: done ({time.time() - started:.0f} s)", flush=True)
     gpu = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None

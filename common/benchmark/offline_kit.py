@@ -12,7 +12,9 @@ must be pure Python. The target needs Python ≥ 3.10 with ``torch``, ``torchvis
 ``scipy``, ``pillow``, ``matplotlib``, ``tensorboard``, ``pyyaml``, ``tqdm`` and ``portalocker`` (a PyTorch image
 has them).
 S-SAM reads its label-name embeddings from the kit (``text_encoder=precomputed``), computed here with its default
-encoder, so the sentence-transformer model (88 MB) stays behind.
+encoder, so the sentence-transformer model (88 MB) stays behind. The efficiency benchmark runs from the kit too:
+``PYTHONPATH=$KIT_SITE:. python3 -m common.benchmark --set text_encoder=precomputed --set
+text_encoder_weights=<kit>/text_embeddings.pt ...`` once ``run.sh`` has installed the wheels.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import base64
 import hashlib
 import importlib.metadata
+import json
 import shutil
 import sys
 import zipfile
@@ -108,11 +111,24 @@ def wheel_from_installed(name: str, output_dir: Path) -> Path:
     return path
 
 
+def _label_names() -> list[str]:
+    """Every name S-SAM may be asked to embed in a benchmark: the benchmark datasets' labels and the default
+    ``label_names`` of every bundle's ``train.json`` (the efficiency benchmark builds those networks)."""
+    from common.benchmark.accuracy import DATASETS, REPO_ROOT
+
+    names = {label for spec in DATASETS.values() for label in spec.label_names.values()}
+    for config in sorted((REPO_ROOT / "bundles").glob("*/configs/train.json")):
+        labels = json.loads(config.read_text()).get("label_names")
+        if isinstance(labels, dict):
+            names.update(labels.values())
+    return sorted(names)
+
+
 def build_kit(
     datasets: Sequence[str], output: Path, data_root: Path, packages: Sequence[str] = PACKAGES
 ) -> dict[str, int]:
     """Write the kit for ``datasets`` into ``output`` (replaced): ``wheels/``, ``data/<dataset folder>/``,
-    ``text_embeddings.pt`` (every label name of the datasets) and ``run.sh``. Returns the bytes of each part."""
+    ``text_embeddings.pt`` and ``run.sh``. Returns the bytes of each part."""
     from common.benchmark.accuracy import DATASETS
     from common.text_encoders import build_text_encoder, save_text_embeddings
 
@@ -126,8 +142,7 @@ def build_kit(
         wheel_from_installed(name, output / "wheels")
     for spec in specs:
         shutil.copytree(data_root / spec.folder, output / "data" / spec.folder)
-    names = sorted({label for spec in specs for label in spec.label_names.values()})
-    save_text_embeddings(build_text_encoder(), names, output / "text_embeddings.pt")
+    save_text_embeddings(build_text_encoder(), _label_names(), output / "text_embeddings.pt")
     (output / "run.sh").write_text(RUN_SCRIPT.format(datasets=", ".join(datasets)))
     (output / "run.sh").chmod(0o755)
     return {

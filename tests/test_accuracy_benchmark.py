@@ -116,12 +116,13 @@ def test_accuracy_command_on_chase_db1(tmp_path):
     datalist = json.loads((out / "data" / "datalist.json").read_text())
     assert len(datalist["training"]) + len(datalist["validation"]) == 20 and len(datalist["testing"]) == 8
     summary = (out / "summary.md").read_text()
-    assert "| sam2lora |" in summary and "| unet |" in summary
+    assert "| sam2lora |" in summary and "| unet |" in summary and "Input: native-resolution crops" in summary
     for method in ("sam2lora", "unet"):
         run = out / f"{method}_sam_vit_test"
         result = json.loads((run / "metrics.json").read_text())
         assert result["training"]["iterations"] == 4 and result["training"]["epochs"] == 2
         assert result["training"]["configs"][-1] == "native_patches.json"  # native-resolution crops and windows
+        assert result["input"].startswith("native-resolution crops")
         assert len(result["learning_curve"]["loss"]) == 4
         # validated after each 2-iteration epoch, the last one too (the iteration budget ends the run there)
         key = result["training"]["key_metric"]
@@ -168,6 +169,7 @@ def test_accuracy_command_on_hippocampus_with_a_time_budget(tmp_path):
         result = json.loads((run / "metrics.json").read_text())
         # the budget stopped training after its first iteration; the last weights were validated and saved
         assert result["training"]["iterations"] == 1 and result["training"]["stopped_by_time_budget"]
+        assert result["input"].startswith("whole") and "native_patches.json" not in result["training"]["configs"]
         assert (run / "bundle" / "models" / "model.pt").exists()
         assert [i for i, _ in result["learning_curve"]["metrics"][result["training"]["key_metric"]]] == [1]
         assert len(result["per_case"]) == 2 and len(list((run / "overlays").glob("*.png"))) == 2
@@ -200,3 +202,10 @@ def test_config_values_set_on_the_command_line_reach_every_run(tmp_path, capsys)
     for method in accuracy.METHODS:
         overrides = accuracy._run_overrides(method, "chase_db1", tmp_path, tmp_path / "data", settings)
         assert overrides["patches_per_image"] == 8 and overrides["text_encoder"] == "precomputed"
+
+
+def test_native_resolution_is_the_vessel_protocol_unless_whole_pictures_are_asked_for():
+    native = accuracy.argparse.Namespace(whole_pictures=False)
+    whole = accuracy.argparse.Namespace(whole_pictures=True)
+    assert accuracy._native("chase_db1", native) and not accuracy._native("chase_db1", whole)
+    assert not accuracy._native("msd_hippocampus", native)  # slices are smaller than the input already

@@ -49,6 +49,12 @@ def test_a_wheel_made_from_an_installed_package_installs_and_imports_elsewhere(t
     assert Path(found).is_relative_to(site)
 
 
+def test_test_suites_of_packages_stay_out_of_the_kit(tmp_path):
+    with zipfile.ZipFile(wheel_from_installed("nibabel", tmp_path)) as archive:
+        names = archive.namelist()
+    assert "nibabel/__init__.py" in names and not [n for n in names if "/tests/" in n]
+
+
 def test_compiled_or_missing_packages_are_refused(tmp_path):
     with pytest.raises(ValueError, match="compiled code"):
         wheel_from_installed("numpy", tmp_path)

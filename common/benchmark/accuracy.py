@@ -71,8 +71,7 @@ DATASETS = {
         VESSEL_LABELS,
         3,
         "CHASE_DB1 vessels: children 1-10 (images 1-20) train with 2 of them held out for validation, children 11-14 "
-        "(images 21-28) test; first observer; metrics inside the field of view; trained on native-resolution crops "
-        "of the backbone's input size and segmented in native-resolution windows",
+        "(images 21-28) test; first observer; metrics inside the field of view",
         native_resolution=True,
     ),
     "msd_hippocampus": DatasetSpec(
@@ -207,6 +206,11 @@ def _run_overrides(method: str, dataset: str, run_dir: Path, data_dir: Path, set
     return overrides
 
 
+def _native(dataset: str, settings: argparse.Namespace) -> bool:
+    """Whether this run trains on native-resolution crops and segments in native windows."""
+    return DATASETS[dataset].native_resolution and not settings.whole_pictures
+
+
 def _budget(iterations: int, val_every: int) -> dict:
     epoch_length = max(1, min(val_every, iterations))
     return {"epoch_length": epoch_length, "max_epochs": math.ceil(iterations / epoch_length)}
@@ -241,7 +245,7 @@ def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: ar
         )
     if spec.baseline:
         overrides.update({"loss#iou_weight": 0.0, "loss#iou_source": None, "learning_rate": 1e-3})
-    configs = [*spec.train_configs[dataset], *(["native_patches.json"] if DATASETS[dataset].native_resolution else [])]
+    configs = [*spec.train_configs[dataset], *(["native_patches.json"] if _native(dataset, settings) else [])]
     parser = _read_configs(bundle_dir, configs, overrides)
     parser.get_parsed_content("initialize")
     trainer = parser.get_parsed_content("train#trainer")
@@ -297,7 +301,7 @@ def predict(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: 
         "save_probabilities": True,
         "dataloader#num_workers": settings.num_workers,
     }
-    if DATASETS[dataset].native_resolution:
+    if _native(dataset, settings):
         overrides["window_size"] = "$@network.input_size"  # the crop size native_patches.json trained on
     parser = _read_configs(bundle_dir, spec.inference_configs[dataset], overrides)
     started = time.perf_counter()
@@ -430,6 +434,11 @@ def run_accuracy(method: str, dataset: str, output_dir: Path, settings: argparse
         "bundle": spec.bundle,
         "dataset": dataset,
         "split": DATASETS[dataset].description,
+        "input": (
+            "native-resolution crops of the backbone input in training, native-resolution windows in inference"
+            if _native(dataset, settings)
+            else "whole pictures and slices, resized to the backbone input by the network"
+        ),
         "backbone": "none (MONAI UNet from scratch)" if spec.baseline else settings.backbone,
         "budget": {"iterations": settings.iterations, "minutes": settings.minutes},
         "training": training,
@@ -484,7 +493,9 @@ def write_summary(output_dir: Path) -> str:
         [
             f"# Accuracy on {first.get('dataset', '?')}",
             "",
-            f"{first.get('split', '')}. Test cases: {first.get('test_cases', 0)}.",
+            f"{first.get('split', '')}. Test cases: {first.get('test_cases', 0)}. Input: "
+            + "; ".join(sorted({r.get("input", "?") for r in results}))
+            + ".",
             "",
             header,
             "|" + "---|" * (header.count("|") - 1),
@@ -536,6 +547,12 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="ID=VALUE",
         help="config value for every method's training and inference, e.g. text_encoder=precomputed",
+    )
+    parser.add_argument(
+        "--whole_pictures",
+        action="store_true",
+        help="CHASE_DB1: train and segment whole pictures shrunk to the backbone input (the bundles' default) instead "
+        "of native-resolution crops and windows",
     )
     parser.add_argument("--output_dir", required=True)
     parser.add_argument(

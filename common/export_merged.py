@@ -60,7 +60,8 @@ def export_merged(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from common.segment import SegmentationError, _value
+    from common.cli import parse_config_overrides
+    from common.segment import SegmentationError
 
     parser = argparse.ArgumentParser(prog="python -m common.export_merged", description=__doc__.split("\n")[0])
     parser.add_argument("--bundle", required=True, help="the bundle folder")
@@ -69,10 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", action="append", default=[], help="extra inference config of the bundle")
     parser.add_argument("--set", action="append", default=[], metavar="ID=VALUE", help="any config value")
     args = parser.parse_args(argv)
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = _value(value)
+    try:
+        overrides = parse_config_overrides(args.set)
+    except ValueError as error:
+        parser.error(str(error))
     try:
         path, merged, kept = export_merged(args.bundle, args.output, args.weights, args.config, overrides)
     except SegmentationError as error:

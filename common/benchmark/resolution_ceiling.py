@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,8 +21,6 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["truth_through_size", "resolution_ceiling", "main"]
-
-DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def truth_through_size(truth: np.ndarray, size: int) -> np.ndarray:
@@ -53,34 +52,37 @@ def resolution_ceiling(
     return result
 
 
-def _chase_db1_test_split(root: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """First-observer vessels and fields of view of CHASE_DB1's test children 11-14 (images 21-28)."""
+def _chase_db1_test_split(data_root: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Vessels and fields of view of the accuracy benchmark's CHASE_DB1 test pictures (its own split and files)."""
     from PIL import Image
 
-    from common.data.fundus import field_of_view
+    from common.benchmark.accuracy import prepare_dataset
+    from common.data import load_datalist
 
     truths, fovs = [], []
-    for child in range(11, 15):
-        for eye in "LR":
-            with Image.open(root / f"Image_{child:02d}{eye}_1stHO.png") as label:
+    with tempfile.TemporaryDirectory() as folder:
+        data_dir = prepare_dataset("chase_db1", data_root, Path(folder))
+        for case in load_datalist(data_dir, "testing"):
+            with Image.open(case["label"]) as label, Image.open(case["fov"]) as fov:
                 truths.append(np.asarray(label) > 0)
-            with Image.open(root / f"Image_{child:02d}{eye}.jpg") as picture:
-                fovs.append(field_of_view(np.asarray(picture)))
+                fovs.append(np.asarray(fov) > 0)
     return truths, fovs
 
 
 def main(argv: list[str] | None = None) -> int:
+    from common.benchmark.accuracy import DEFAULT_DATA_ROOT
+
     parser = argparse.ArgumentParser(
         prog="python -m common.benchmark.resolution_ceiling", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024], help="input sizes (long side)")
     parser.add_argument("--data_root", default=str(DEFAULT_DATA_ROOT), help="folder holding chase_db1/")
     settings = parser.parse_args(argv)
-    root = Path(settings.data_root) / "chase_db1"
-    if not root.is_dir():
-        print(f"error: CHASE_DB1 not found at {root}: give --data_root", file=sys.stderr)
+    try:
+        truths, fovs = _chase_db1_test_split(Path(settings.data_root))
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
-    truths, fovs = _chase_db1_test_split(root)
     print("CHASE_DB1 test images 21-28, first observer, inside the FOV: Dice of the truth taken through the size")
     print("\n| input size (long side) | Dice ceiling |\n|---|---|")
     for size, dice in resolution_ceiling(truths, settings.sizes, fovs).items():

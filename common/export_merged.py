@@ -60,7 +60,7 @@ def export_merged(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from common.cli import parse_config_overrides
+    from common.cli import config_override
     from common.segment import SegmentationError
 
     parser = argparse.ArgumentParser(prog="python -m common.export_merged", description=__doc__.split("\n")[0])
@@ -68,12 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--weights", default=None, help="adapter checkpoint (default <bundle>/models/model.pt)")
     parser.add_argument("--output", default=None, help="default <bundle>/models/model_merged.pt")
     parser.add_argument("--config", action="append", default=[], help="extra inference config of the bundle")
-    parser.add_argument("--set", action="append", default=[], metavar="ID=VALUE", help="any config value")
+    parser.add_argument(
+        "--set", action="append", default=[], type=config_override, metavar="ID=VALUE", help="any config value"
+    )
     args = parser.parse_args(argv)
-    try:
-        overrides = parse_config_overrides(args.set)
-    except ValueError as error:
-        parser.error(str(error))
+    overrides = dict(args.set)
     try:
         path, merged, kept = export_merged(args.bundle, args.output, args.weights, args.config, overrides)
     except SegmentationError as error:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from common.cli import parse_config_overrides
+from common.cli import config_override
 
 __all__ = ["SegmentationError", "load_bundle_for_inference", "main", "segment_scans"]
 
@@ -190,7 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--largest-component", action="store_true", help="keep the largest component per class")
     parser.add_argument("--probabilities", action="store_true", help="also write <name>_prob.nii.gz")
     parser.add_argument("--device", help="torch device (default: cuda:0 when available)")
-    parser.add_argument("--set", action="append", default=[], metavar="ID=VALUE", help="any config override")
+    parser.add_argument(
+        "--set", action="append", default=[], type=config_override, metavar="ID=VALUE", help="any config override"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 
@@ -210,10 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["keep_largest_component"] = True
     if args.probabilities:
         overrides["save_probabilities"] = True
-    try:
-        overrides.update(parse_config_overrides(args.set))
-    except ValueError as error:
-        parser.error(str(error))
+    overrides.update(dict(args.set))
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # MONAI's notices about Orientationd defaults and 2D inputs are not the user's business here

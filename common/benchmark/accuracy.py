@@ -37,7 +37,7 @@ import torch
 from common.backbones import BACKBONES
 from common.benchmark.case_metrics import vessel_metrics, volume_metrics
 from common.benchmark.pictures import save_learning_curve, truth_overlay
-from common.cli import parse_config_overrides
+from common.cli import config_override
 
 __all__ = ["DATASETS", "METHODS", "run_accuracy", "main"]
 
@@ -545,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         "--set",
         action="append",
         default=[],
+        type=config_override,
         metavar="ID=VALUE",
         help="config value for every method's training and inference, e.g. text_encoder=precomputed",
     )
@@ -564,10 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = parser.parse_args(argv)
     if settings.iterations < 1:
         parser.error("--iterations must be at least 1")
-    try:
-        settings.overrides = parse_config_overrides(settings.set)
-    except ValueError as error:
-        parser.error(str(error))
+    settings.overrides = dict(settings.set)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stdout)
     output_dir = Path(settings.output_dir) / settings.dataset
     if settings.summary_only:

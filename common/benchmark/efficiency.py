@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from common.cli import parse_config_overrides
+from common.cli import config_override
 
 __all__ = ["METHODS", "PAPER_CLAIMS", "main", "measure"]
 
@@ -246,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         "--set",
         action="append",
         default=[],
+        type=config_override,
         metavar="ID=VALUE",
         help="a train.json value for every method's network, e.g. text_encoder=precomputed",
     )
@@ -260,10 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.output_dir:
         parser.error("--output_dir is required")
-    try:
-        overrides = parse_config_overrides(args.set)
-    except ValueError as error:
-        parser.error(str(error))
+    overrides = dict(args.set)
 
     started = time.time()
     rows = []

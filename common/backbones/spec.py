@@ -25,8 +25,7 @@ class BackboneSpec:
         pixel_std: per-channel standard deviation on a 0-1 intensity scale.
         keep_aspect_ratio: the model was trained on images resized along the long side and padded (SAM,
             LiteMedSAM) rather than stretched to a square (SAM2).
-        resizable: the architecture can be built for another input size (SAM ViT and SAM2 can; LiteMedSAM's
-            TinyViT has fixed attention resolutions).
+        resizable: the architecture can be built for another input size (SAM ViT, SAM2 and LiteMedSAM can).
         test_variant: a tiny random-weight build of the real classes, for tests on CPU.
         description: one line for listings.
     """

@@ -100,7 +100,8 @@ def _cause(error: BaseException, wanted: tuple[type[BaseException], ...]) -> Bas
 
 def _run_case(network, preprocessing, postprocessing, inferer, device: torch.device, scan: str) -> None:
     data = preprocessing({"image": scan})
-    with torch.no_grad(), torch.autocast(device.type, enabled=device.type == "cuda"):
+    # precision: the inferer's amp (inference.json), which autocasts on CUDA and on CPUs with native bfloat16
+    with torch.no_grad():
         prediction = inferer(data["image"][None].to(device), network)
     data["pred"] = prediction[0].float().cpu()
     postprocessing(data)

@@ -138,3 +138,26 @@ def bundle_and_synthetic_data(name: str, parent: Path, num_val: int = 1) -> tupl
     layout = {"spatial_dims": 2, "num_classes": 1, **_DEFAULT_LAYOUT.get(name, {})}
     make_synthetic_dataset(data, **layout, num_train=4, num_val=num_val, num_test=1)
     return bundle, data
+
+
+def short_training(bundle: Path, data: Path, name: str, iterations: int, **overrides):
+    """The ``ConfigParser`` of ``bundle``'s ``train.json`` on its test backbone and ``data``, set for one epoch of
+    ``iterations`` iterations without loader workers (``overrides`` win), initialised; run
+    ``parser.get_parsed_content("train#trainer").run()`` to train."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "train.json"))
+    parser.update(
+        {
+            "bundle_root": str(bundle),
+            "backbone": TEST_BACKBONES[name],
+            "dataset_dir": str(data),
+            "num_workers": 0,
+            "max_epochs": 1,
+            "train#trainer#epoch_length": iterations,
+            **overrides,
+        }
+    )
+    parser.get_parsed_content("initialize")
+    return parser

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from bundle_helpers import TEST_BACKBONES, bundle_and_synthetic_data
-from monai.bundle import ConfigParser
+from bundle_helpers import TEST_BACKBONES, bundle_and_synthetic_data, short_training
 
 from common.adapters import adapter_state_dict
 
@@ -15,20 +14,10 @@ WORKERS = {"sam2lora_fundus_segmentation": 2}
 
 
 def _train(bundle, data, name: str, seed: int) -> dict[str, torch.Tensor]:
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "train.json"))
-    parser.update(
-        {
-            "bundle_root": str(bundle),
-            "backbone": TEST_BACKBONES[name],
-            "dataset_dir": str(data),
-            "num_workers": WORKERS.get(name, 0),
-            "max_epochs": 1,
-            "train#trainer#epoch_length": 3,
-            "initialize": [f"$monai.utils.set_determinism(seed={seed})"],
-        }
-    )
-    parser.get_parsed_content("initialize")
+    parser = short_training(
+        bundle, data, name, 3, num_workers=WORKERS.get(name, 0),
+        initialize=[f"$monai.utils.set_determinism(seed={seed})"],
+    )  # fmt: skip
     parser.get_parsed_content("train#trainer").run()
     return adapter_state_dict(parser.get_parsed_content("network"))
 

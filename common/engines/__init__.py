@@ -5,6 +5,7 @@ from .empty_class_metric import EmptyClassFalsePositiveHandler, EmptyClassFalseP
 from .gradient_clipping import GradientClipping
 from .hausdorff_mm import HausdorffDistanceMm
 from .per_image_confusion import PerImageConfusionMatrix
+from .precision import SupervisedEvaluator, SupervisedTrainer, autocast, choose_amp, cpu_has_native_bf16
 from .prompt_propagation import mask_box, propagate_from_prompts
 from .slice_inferer import SliceBatchInferer
 from .time_budget import TimeBudget
@@ -17,8 +18,13 @@ __all__ = [
     "HausdorffDistanceMm",
     "PerImageConfusionMatrix",
     "SliceBatchInferer",
+    "SupervisedEvaluator",
+    "SupervisedTrainer",
     "TimeBudget",
     "TrainingCheckpoint",
+    "autocast",
+    "choose_amp",
+    "cpu_has_native_bf16",
     "latest_training_state",
     "mask_box",
     "propagate_from_prompts",

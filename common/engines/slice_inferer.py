@@ -9,6 +9,8 @@ import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer, sliding_window_inference
 
+from .precision import autocast
+
 __all__ = ["SliceBatchInferer"]
 
 
@@ -34,6 +36,10 @@ class SliceBatchInferer(Inferer):
         progress: show a progress bar over the slice batches.
         window_size: side of the native-resolution windows (``None``: whole slices, resized by the network).
         window_overlap: overlap of neighbouring windows, a fraction of ``window_size`` in ``[0, 1)``.
+        amp: run the network under the autocast ``amp`` means on the input's device (CUDA: float16; a CPU with
+            native bfloat16: bfloat16; otherwise float32, see :func:`common.engines.autocast`); logits come back
+            in float32 either way. This is where every inference route (``inference.json``, ``common.segment``,
+            MONAI Label) gets its precision.
 
     Input ``B×C×H×W×D`` (or ``B×C×H×W``, passed to the network as is); output ``B×K×H×W×D`` (or ``B×K×H×W``).
     """
@@ -46,6 +52,7 @@ class SliceBatchInferer(Inferer):
         progress: bool = False,
         window_size: int | None = None,
         window_overlap: float = 0.25,
+        amp: bool = False,
     ) -> None:
         super().__init__()
         if spatial_axis not in (0, 1, 2):
@@ -62,6 +69,7 @@ class SliceBatchInferer(Inferer):
             raise ValueError(f"window_overlap must be in [0, 1), got {window_overlap}")
         self.window_size = None if window_size is None else int(window_size)
         self.window_overlap = float(window_overlap)
+        self.amp = bool(amp)
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
         if inputs.ndim == 4:
@@ -91,6 +99,10 @@ class SliceBatchInferer(Inferer):
 
     def _segment_slices(self, slices: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs):
         """Logits ``n×K×h×w`` of ``n×C×h×w`` slices: whole, or in native-resolution windows when they are larger."""
+        with autocast(slices.device, self.amp):
+            return self._segment_slices_at_precision(slices, network, *args, **kwargs).float()
+
+    def _segment_slices_at_precision(self, slices: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs):
         if self.window_size is None or max(slices.shape[-2:]) <= self.window_size:
             return network(slices, *args, **kwargs)
         if args or kwargs:

@@ -106,7 +106,8 @@ class SamSegmentationNet(nn.Module):
         logits = F.interpolate(logits, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         new_h, new_w = self._resized_shape(height, width)
         logits = logits[..., :new_h, :new_w]
-        return F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+        # float32 logits whatever precision the backbone ran in (autocast): losses and thresholds read them
+        return F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False).float()
 
     def encode(self, image: torch.Tensor) -> ImageFeatures:
         """Run the (possibly adapted) image encoder on a preprocessed batch."""

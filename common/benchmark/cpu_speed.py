@@ -307,7 +307,14 @@ def write_report(result: dict, output: Path) -> str:
     lines = [
         "# CPU speed: training and segmenting on LiteMedSAM, before and after the CPU fast path",
         "",
-        f"Measured {result['date']} on {result['hardware']} by `{result['command']}`; every row in the same run.",
+        f"Measured {result['date']} on {result['hardware']} by `{result['command']}`"
+        + (
+            f"; the rows {', '.join(result['continued_from']['rows'])} and the zero-shot Dice by "
+            f"`{result['continued_from']['command']}` on the same machine earlier the same day (that run stopped "
+            "on an error later fixed); every other row in this run."
+            if result.get("continued_from")
+            else "; every row in the same run."
+        ),
         f"Native bfloat16: {'yes' if result['native_bf16'] else 'no'}; "
         f"float32 peak {peak['peak_gflops_float32']:.0f} GFLOP/s = {peak['arithmetic']}.",
         "",
@@ -389,6 +396,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accuracy_iterations", type=int, default=0, help="also run the float32/bfloat16 pair")
     parser.add_argument("--accuracy_val_cases", type=int, default=8)
     parser.add_argument("--work_dir", default=None, help="where prepared datalists go (default: a temporary folder)")
+    parser.add_argument(
+        "--continue_from",
+        default=None,
+        help="the .partial.json of a stopped run: keep its zero-shot and training rows, measure the rest (the report "
+        "says which rows came from which run)",
+    )
     parser.add_argument("--output", default=str(REPO_ROOT / "docs" / "cpu_speed"), help="report path without suffix")
     settings = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stdout)
@@ -405,11 +418,19 @@ def main(argv: list[str] | None = None) -> int:
         "training": [],
         "flops": [],
     }
-    result["zero_shot"] = zero_shot_box_dice(Path(settings.data_root) / "msd_hippocampus", (256, 192, 128))
+    earlier = json.loads(Path(settings.continue_from).read_text()) if settings.continue_from else None
+    if earlier:
+        result["zero_shot"] = earlier["zero_shot"]
+        result["training"] = earlier["training"]
+        result["continued_from"] = {"command": earlier["command"], "rows": [row["name"] for row in earlier["training"]]}
+    else:
+        result["zero_shot"] = zero_shot_box_dice(Path(settings.data_root) / "msd_hippocampus", (256, 192, 128))
     _flush(result, settings)
     for name, method, dataset, sizes, row_overrides in TRAINING_ROWS:
         if settings.rows and f"{method}:{dataset}" not in settings.rows:
             continue
+        if any(row["name"] == name for row in result["training"]):
+            continue  # measured by the run this one continues
         row = {"name": name, "method": method, "dataset": dataset}
         for path, size in [("today", 256), *(("fast", s) for s in sizes)]:
             overrides = {**PATHS[path], **row_overrides, **_size_overrides(method, size)}

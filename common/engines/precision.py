@@ -158,11 +158,21 @@ class _Float32Loss(nn.Module):
         self.loss = loss
 
     def forward(self, *args, **kwargs):
-        def to_float(value):
-            return value.float() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
-
         with torch.autocast("cpu", enabled=False):
-            return self.loss(*map(to_float, args), **{k: to_float(v) for k, v in kwargs.items()})
+            return self.loss(*_to_float(args), **_to_float(kwargs))
+
+
+def _to_float(value):
+    """Floating tensors in ``value`` (nested in tuples, lists and dicts, e.g. Conv-LoRA's class and mask logits) as
+    float32; anything else as it is."""
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, dict):
+        return {key: _to_float(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [_to_float(item) for item in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    return value
 
 
 def _cpu_bf16(device, amp: bool) -> bool:

@@ -166,8 +166,10 @@ class ConvLoraSamNet(SamSegmentationNet):
         height, width = image.shape[-2:]
         features = self.encode(self.preprocess(image))
         masks, classes = self._query_decode(features, *prompt_free_embeddings(self.sam, features))
-        self.last_mask_logits = masks
-        self.last_class_logits = classes
+        # kept in float32 whatever precision the decoder ran in: the matching loss reads them (a bfloat16 autocast
+        # would otherwise hand it bfloat16 logits outside the float32 loss)
+        self.last_mask_logits = masks.float()
+        self.last_class_logits = classes.float()
         semantic = torch.einsum("bqk,bqhw->bkhw", classes.softmax(-1)[..., :-1], masks.sigmoid())
         semantic = self.postprocess(semantic, height, width).clamp(0, 1)
         background = 1 - semantic.amax(dim=1, keepdim=True)

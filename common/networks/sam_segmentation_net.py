@@ -165,5 +165,6 @@ class SamSegmentationNet(nn.Module):
         The IoU predictions of this pass are kept in ``last_iou_prediction`` for IoU-aware losses, because MONAI's
         engines pass only the network output to the loss.
         """
-        logits, self.last_iou_prediction = self.forward_with_iou(image, boxes, point_coords, point_labels)
+        logits, iou = self.forward_with_iou(image, boxes, point_coords, point_labels)
+        self.last_iou_prediction = iou.float()  # float32, as the logits, for IoU-aware losses
         return logits

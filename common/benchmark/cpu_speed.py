@@ -283,6 +283,8 @@ def _ratio(value: float, reference: float) -> str:
 
 def _accuracy_pair(data_dir: Path, iterations: int, size: int, max_val_cases: int) -> dict:
     """Validation Dice after the same seeded short SAM2LoRA hippocampus training in float32 and in bfloat16."""
+    import shutil
+
     from common.benchmark.accuracy import train
 
     results = {}
@@ -293,6 +295,8 @@ def _accuracy_pair(data_dir: Path, iterations: int, size: int, max_val_cases: in
             overrides={"amp": amp, "input_size": size},
         )  # fmt: skip
         with tempfile.TemporaryDirectory() as work:
+            shutil.copytree(REPO_ROOT / "bundles" / METHODS["sam2lora"].bundle, Path(work) / "bundle",
+                            ignore=shutil.ignore_patterns("*.pt", "*.pth", "eval"))  # fmt: skip
             run = train("sam2lora", "msd_hippocampus", Path(work), data_dir, settings)
         curve = run["learning_curve"]["metrics"][run["key_metric"]]
         results[name] = {"val_mean_dice": curve[-1][1], "train_seconds": run["train_seconds"]}
@@ -309,9 +313,9 @@ def write_report(result: dict, output: Path) -> str:
         "",
         f"Measured {result['date']} on {result['hardware']} by `{result['command']}`"
         + (
-            f"; the rows {', '.join(result['continued_from']['rows'])} and the zero-shot Dice by "
-            f"`{result['continued_from']['command']}` on the same machine earlier the same day (that run stopped "
-            "on an error later fixed); every other row in this run."
+            f"; the training rows and the zero-shot Dice by earlier runs of `{result['continued_from']['command']}` "
+            "on the same machine the same day, continued with `--continue_from` after they stopped on errors fixed "
+            "since (`continued_from` in the JSON says which row came from which run); every other number in this run."
             if result.get("continued_from")
             else "; every row in the same run."
         ),
@@ -422,7 +426,11 @@ def main(argv: list[str] | None = None) -> int:
     if earlier:
         result["zero_shot"] = earlier["zero_shot"]
         result["training"] = earlier["training"]
-        result["continued_from"] = {"command": earlier["command"], "rows": [row["name"] for row in earlier["training"]]}
+        result["continued_from"] = {
+            "command": earlier["command"],
+            "rows": [row["name"] for row in earlier["training"]],
+            "earlier": earlier.get("continued_from"),
+        }
     else:
         result["zero_shot"] = zero_shot_box_dice(Path(settings.data_root) / "msd_hippocampus", (256, 192, 128))
     _flush(result, settings)
@@ -463,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         with released_memory_layout(key == "today"):
             result["segment"][key] = segment_volume_seconds(volume_path, overrides)
         logger.info("segment %s: %s", key, result["segment"][key])
+    print(write_report(result, Path(settings.output)))  # written now too: the accuracy pair takes long
     if settings.accuracy_iterations:
         result["accuracy"] = _accuracy_pair(
             data["msd_hippocampus"], settings.accuracy_iterations, 128, settings.accuracy_val_cases

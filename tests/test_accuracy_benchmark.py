@@ -181,6 +181,27 @@ def test_accuracy_command_on_hippocampus_with_a_time_budget(tmp_path):
         )
 
 
+@needs_data
+def test_an_interrupted_accuracy_run_resumes_from_its_training_state(tmp_path):
+    args = ["--dataset", "msd_hippocampus", "--methods", "balr_sam", "--backbone", "sam_vit_test", "--val_every", "1",
+            "--max_val_cases", "1", "--max_test_cases", "1", "--overlays", "0", "--num_workers", "0",
+            "--output_dir", str(tmp_path)]  # fmt: skip
+    assert accuracy.main([*args, "--iterations", "2"]) == 0  # stands for a run stopped after 2 iterations
+    run = tmp_path / "msd_hippocampus" / "balr_sam_sam_vit_test"
+    first = json.loads((run / "metrics.json").read_text())
+    assert accuracy.main([*args, "--iterations", "4", "--resume"]) == 0
+    result = json.loads((run / "metrics.json").read_text())
+    assert result["training"]["iterations"] == 4 and result["training"]["resumed"]
+    curve = result["learning_curve"]
+    # the curve goes on from the first run's: its points are kept, the new ones follow, none repeated
+    assert [i for i, _ in curve["metrics"][result["training"]["key_metric"]]] == [1, 2, 3, 4]
+    assert [i for i, _ in curve["loss"]] == [1, 2, 3, 4] and curve["loss"][:2] == first["learning_curve"]["loss"]
+    assert result["training"]["train_seconds"] > first["training"]["train_seconds"]
+    # without --resume the folder is replaced: a fresh run from iteration 0
+    assert accuracy.main([*args, "--iterations", "1"]) == 0
+    assert not json.loads((run / "metrics.json").read_text())["training"]["resumed"]
+
+
 def test_accuracy_command_reports_a_missing_dataset(tmp_path, capsys):
     code = accuracy.main(
         ["--dataset", "chase_db1", "--methods", "unet", "--backbone", "sam_vit_test", "--iterations", "1",

@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
 from common.benchmark import cpu_speed
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -54,3 +59,35 @@ def test_channels_last_gives_the_released_numbers():
     x = torch.rand(2, 3, 128, 128)
     with torch.no_grad():
         assert torch.allclose(fast.image_encoder(x), released.image_encoder(x), atol=1e-5)
+
+
+def test_accuracy_only_keeps_the_earlier_measurements_and_adds_the_pair(tmp_path, monkeypatch, capsys):
+    earlier = json.loads((REPO_ROOT / "docs" / "cpu_speed.json").read_text())
+    earlier_file = tmp_path / "earlier.json"
+    earlier_file.write_text(json.dumps(earlier))
+    monkeypatch.delenv(cpu_speed.PRECISION_ENV, raising=False)  # the suite pins it; the command refuses it
+    with pytest.raises(SystemExit):  # nothing to continue from
+        cpu_speed.main(["--accuracy_only", "--accuracy_iterations", "2", "--output", str(tmp_path / "r")])
+    assert "--accuracy_only needs --continue_from" in capsys.readouterr().err
+    asked = {}
+
+    def pair(data_dir, method, iterations, size, cases):
+        asked.update(method=method, iterations=iterations, size=size, cases=cases)
+        return {"float32": {"val_mean_dice": 0.41, "train_seconds": 9.0},
+                "bfloat16": {"val_mean_dice": 0.40, "train_seconds": 5.0},
+                "difference": 0.01, "method": method, "iterations": iterations, "input_size": size,
+                "validation_cases": cases}  # fmt: skip
+
+    monkeypatch.setattr(cpu_speed, "_accuracy_pair", pair)
+    monkeypatch.setattr(cpu_speed, "prepare_dataset", lambda name, root, work: work)
+    code = cpu_speed.main(["--continue_from", str(earlier_file), "--accuracy_only", "--accuracy_iterations", "7",
+                           "--accuracy_val_cases", "3", "--work_dir", str(tmp_path),
+                           "--output", str(tmp_path / "r")])  # fmt: skip
+    assert code == 0 and asked == {"method": "balr_sam", "iterations": 7, "size": 128, "cases": 3}
+    report = json.loads((tmp_path / "r.json").read_text())
+    # every earlier measurement kept as it was, the pair added with its own date and command
+    assert {k: v for k, v in report.items() if k != "accuracy"} == {k: v for k, v in earlier.items() if k != "accuracy"}
+    assert report["accuracy"]["command"].startswith("python -m common.benchmark.cpu_speed --continue_from")
+    text = (tmp_path / "r.md").read_text()
+    assert "BALR-SAM on the hippocampus, 7 seeded iterations at 128²" in text and "| bfloat16 | 0.400 |" in text
+    assert "initial plateau" not in text

@@ -236,6 +236,7 @@ def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: ar
         "epoch_length": budget["epoch_length"],
         "train#trainer#epoch_length": budget["epoch_length"],
         "val_interval": 1,
+        "resume": bool(settings.resume),
     }
     if settings.batch_size:
         overrides["batch_size"] = settings.batch_size
@@ -253,9 +254,32 @@ def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: ar
     network = parser.get_parsed_content("network")
     curve = MetricLogger(evaluator=evaluator)
     curve.attach(trainer)
+    # the curve so far, on disk after every validation: a resumed run (--resume) continues it
+    curve_file = run_dir / "learning_curve.json"
+    earlier = json.loads(curve_file.read_text()) if settings.resume and curve_file.exists() else {}
+    earlier_seconds = float(earlier.get("train_seconds", 0.0))
+
+    def _curve() -> dict:
+        return {
+            "loss": earlier.get("loss", []) + [(int(i), float(v)) for i, v in curve.loss],
+            "metrics": {
+                k: earlier.get("metrics", {}).get(k, []) + [(int(i), float(v)) for i, v in points]
+                for k, points in {**dict.fromkeys(earlier.get("metrics", {}), []), **curve.metrics}.items()
+            },
+        }
+
+    def _save_curve(_engine) -> None:
+        seconds = earlier_seconds + time.perf_counter() - started
+        curve_file.write_text(json.dumps({**_curve(), "train_seconds": round(seconds, 1)}) + "\n")
+
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, _save_curve)
     TimeBudget(settings.minutes).attach(trainer)
-    # the last epoch may be partial: stop at exactly the asked number of iterations
-    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=settings.iterations), lambda engine: engine.terminate())
+    if settings.iterations % budget["epoch_length"]:
+        # the last epoch is partial: stop at exactly the asked number of iterations (only then: a terminated epoch
+        # fires no EPOCH_COMPLETED, so it would end without its training state for --resume)
+        trainer.add_event_handler(
+            Events.ITERATION_COMPLETED(once=settings.iterations), lambda engine: engine.terminate()
+        )
     started = time.perf_counter()
     trainer.run()
     key_metric = evaluator.state.key_metric_name
@@ -264,7 +288,7 @@ def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: ar
         # a budget stopped the trainer before its epoch-end validation: validate the last weights too (the
         # best-model saver keeps them only if they are better)
         evaluator.run(trainer.state.epoch)
-    seconds = time.perf_counter() - started
+    seconds = earlier_seconds + time.perf_counter() - started
     checkpoint = bundle_dir / "models" / "model.pt"
     if not checkpoint.exists():
         logger.warning("no validation checkpoint was written (NaN metric?): evaluating the final weights")
@@ -280,10 +304,8 @@ def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: ar
         "key_metric": key_metric,
         "trainable_parameters": int(trainable),
         "total_parameters": int(sum(p.numel() for p in network.parameters())),
-        "learning_curve": {
-            "loss": [(int(i), float(v)) for i, v in curve.loss],
-            "metrics": {k: [(int(i), float(v)) for i, v in points] for k, points in curve.metrics.items()},
-        },
+        "resumed": bool(earlier),
+        "learning_curve": _curve(),
     }
 
 
@@ -393,19 +415,21 @@ def run_accuracy(method: str, dataset: str, output_dir: Path, settings: argparse
     """Train, predict, evaluate and draw one method on one dataset; returns (and writes) its ``metrics.json``."""
     spec = METHODS[method]
     run_dir = output_dir / f"{method}_{settings.backbone}"
-    if run_dir.exists():
+    resuming = settings.resume and (run_dir / "bundle" / "configs").is_dir()
+    if run_dir.exists() and not resuming:
         shutil.rmtree(run_dir)
-    (run_dir / "logs").mkdir(parents=True)
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     log_file = logging.FileHandler(run_dir / "run.log")
     log_file.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
     logging.getLogger().addHandler(log_file)
     try:
         data_dir = prepare_dataset(dataset, Path(settings.data_root), output_dir)
-        shutil.copytree(
-            REPO_ROOT / "bundles" / spec.bundle,
-            run_dir / "bundle",
-            ignore=shutil.ignore_patterns("*.pt", "*.pth", "eval"),
-        )
+        if not resuming:
+            shutil.copytree(
+                REPO_ROOT / "bundles" / spec.bundle,
+                run_dir / "bundle",
+                ignore=shutil.ignore_patterns("*.pt", "*.pth", "eval"),
+            )
         logger.info("%s on %s with %s: training (%s)", method, dataset, settings.backbone, run_dir)
         training = train(method, dataset, run_dir, data_dir, settings)
         logger.info(
@@ -554,6 +578,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="CHASE_DB1: train and segment whole pictures shrunk to the backbone input (the bundles' default) instead "
         "of native-resolution crops and windows",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in the output folder from its newest training state (same arguments); "
+        "without it an existing run folder is replaced",
     )
     parser.add_argument("--output_dir", required=True)
     parser.add_argument(

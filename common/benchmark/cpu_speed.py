@@ -80,6 +80,7 @@ SEGMENT_PATHS_TITLES = {
     "fast_128": "fast (128², bundle default amp)",
 }
 PRECISIONS = ("float32", "bfloat16")
+METHOD_NAMES = {"sam2lora": "SAM2LoRA", "balr_sam": "BALR-SAM", "s_sam": "S-SAM", "conv_lora": "Conv-LoRA"}
 
 #: (row name, method, dataset, input sizes, overrides for every path of the row)
 TRAINING_ROWS = [
@@ -281,8 +282,8 @@ def _ratio(value: float, reference: float) -> str:
     return f"{value / reference:.1f}×"
 
 
-def _accuracy_pair(data_dir: Path, iterations: int, size: int, max_val_cases: int) -> dict:
-    """Validation Dice after the same seeded short SAM2LoRA hippocampus training in float32 and in bfloat16."""
+def _accuracy_pair(data_dir: Path, method: str, iterations: int, size: int, max_val_cases: int) -> dict:
+    """Validation Dice after the same seeded short hippocampus training of ``method`` in float32 and in bfloat16."""
     import shutil
 
     from common.benchmark.accuracy import train
@@ -291,17 +292,17 @@ def _accuracy_pair(data_dir: Path, iterations: int, size: int, max_val_cases: in
     for name, amp in (("float32", False), ("bfloat16", True)):
         settings = argparse.Namespace(
             iterations=iterations, val_every=iterations, num_workers=1, batch_size=None, max_val_cases=max_val_cases,
-            minutes=None, backbone="litemedsam", device="cpu", whole_pictures=False,
+            minutes=None, backbone="litemedsam", device="cpu", whole_pictures=False, resume=False,
             overrides={"amp": amp, "input_size": size},
         )  # fmt: skip
         with tempfile.TemporaryDirectory() as work:
-            shutil.copytree(REPO_ROOT / "bundles" / METHODS["sam2lora"].bundle, Path(work) / "bundle",
+            shutil.copytree(REPO_ROOT / "bundles" / METHODS[method].bundle, Path(work) / "bundle",
                             ignore=shutil.ignore_patterns("*.pt", "*.pth", "eval"))  # fmt: skip
-            run = train("sam2lora", "msd_hippocampus", Path(work), data_dir, settings)
+            run = train(method, "msd_hippocampus", Path(work), data_dir, settings)
         curve = run["learning_curve"]["metrics"][run["key_metric"]]
         results[name] = {"val_mean_dice": curve[-1][1], "train_seconds": run["train_seconds"]}
     results["difference"] = abs(results["float32"]["val_mean_dice"] - results["bfloat16"]["val_mean_dice"])
-    results.update(iterations=iterations, input_size=size, validation_cases=max_val_cases)
+    results.update(method=method, iterations=iterations, input_size=size, validation_cases=max_val_cases)
     return results
 
 
@@ -376,7 +377,10 @@ def write_report(result: dict, output: Path) -> str:
         acc = result["accuracy"]
         lines += [
             "", "## Accuracy: float32 against bfloat16", "",
-            f"SAM2LoRA on the hippocampus, {acc['iterations']} seeded iterations at {acc['input_size']}², "
+            *([f"Measured {acc['date']} on {acc['hardware']} by `{acc['command']}` (the rows above by the run it "
+               "continued).", ""] if acc.get("command") else []),
+            f"{METHOD_NAMES[acc.get('method', 'sam2lora')]} on the hippocampus, {acc['iterations']} seeded iterations "
+            f"at {acc['input_size']}², "
             "validated on "
             f"the first {acc['validation_cases']} validation volumes (3D mean Dice of both structures):", "",
             "| precision | validation Dice | training seconds |", "|---|---|---|",
@@ -402,6 +406,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", nargs="+", default=None, help="only these training rows (by method:dataset)")
     parser.add_argument("--accuracy_iterations", type=int, default=0, help="also run the float32/bfloat16 pair")
     parser.add_argument("--accuracy_val_cases", type=int, default=8)
+    parser.add_argument(
+        "--accuracy_method",
+        default="balr_sam",
+        choices=[m for m, spec in METHODS.items() if not spec.baseline],
+        help="method of the pair (default balr_sam: its softmax head learns from the first iterations, so a short "
+        "pair already segments; prompt-free sigmoid heads start on a plateau)",
+    )
+    parser.add_argument(
+        "--accuracy_only",
+        action="store_true",
+        help="with --continue_from: keep every measurement of that run and only run the float32/bfloat16 pair",
+    )
     parser.add_argument("--work_dir", default=None, help="where prepared datalists go (default: a temporary folder)")
     parser.add_argument(
         "--continue_from",
@@ -414,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stdout)
     if os.environ.get(PRECISION_ENV):
         parser.error(f"unset {PRECISION_ENV}: the fast path is the bundles' own choice")
+    if settings.accuracy_only and not (settings.continue_from and settings.accuracy_iterations):
+        parser.error("--accuracy_only needs --continue_from (the run to keep) and --accuracy_iterations")
     work = Path(settings.work_dir or tempfile.mkdtemp(prefix="cpu_speed-"))
     data = {name: prepare_dataset(name, Path(settings.data_root), work / name) for name in DATASETS}
     result = {
@@ -436,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         }
     else:
         result["zero_shot"] = zero_shot_box_dice(Path(settings.data_root) / "msd_hippocampus", (256, 192, 128))
+    if settings.accuracy_only:
+        return _accuracy_only(result, earlier, data["msd_hippocampus"], settings)
     _flush(result, settings)
     for name, method, dataset, sizes, row_overrides in TRAINING_ROWS:
         if settings.rows and f"{method}:{dataset}" not in settings.rows:
@@ -477,10 +497,23 @@ def main(argv: list[str] | None = None) -> int:
     print(write_report(result, Path(settings.output)))  # written now too: the accuracy pair takes long
     if settings.accuracy_iterations:
         result["accuracy"] = _accuracy_pair(
-            data["msd_hippocampus"], settings.accuracy_iterations, 128, settings.accuracy_val_cases
+            data["msd_hippocampus"], settings.accuracy_method, settings.accuracy_iterations, 128,
+            settings.accuracy_val_cases
         )
     print(write_report(result, Path(settings.output)))
     Path(settings.output).with_suffix(".partial.json").unlink(missing_ok=True)
+    return 0
+
+
+def _accuracy_only(result: dict, earlier: dict, hippocampus: Path, settings: argparse.Namespace) -> int:
+    """Keep every measurement of the run continued from, as it was reported, and add the float32/bfloat16 pair
+    measured now (with its own date, hardware and command)."""
+    report = {k: v for k, v in earlier.items() if k != "accuracy"}
+    report["accuracy"] = _accuracy_pair(
+        hippocampus, settings.accuracy_method, settings.accuracy_iterations, 128, settings.accuracy_val_cases
+    )
+    report["accuracy"].update(date=result["date"], hardware=result["hardware"], command=result["command"])
+    print(write_report(report, Path(settings.output)))
     return 0
 
 

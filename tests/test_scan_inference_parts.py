@@ -94,10 +94,14 @@ def test_windows_segment_large_pictures_at_native_resolution():
     assert out.shape == (1, 1, 70, 45) and isinstance(out, MetaTensor) and torch.equal(out.affine, picture.affine)
     with torch.no_grad():
         assert torch.allclose(out.as_tensor(), net.conv(picture.as_tensor()), atol=1e-5)
-    # a picture that fits in one window goes through whole, as without windows
+    # a picture smaller than a window is zero-padded to it, never enlarged: the network sees it at its own
+    # resolution, as the native-resolution training pads such pictures, and the answer is cut back to the picture
     net.sizes.clear()
-    SliceBatchInferer(window_size=32)(torch.rand(2, 3, 30, 20), net)
-    assert net.sizes == [(2, 3, 30, 20)]
+    small = torch.rand(2, 3, 30, 20)
+    out = SliceBatchInferer(window_size=32)(small, net)
+    assert net.sizes == [(2, 3, 32, 32)] and out.shape == (2, 1, 30, 20)
+    with torch.no_grad():
+        assert torch.allclose(out, net.conv(small), atol=1e-5)
 
 
 def test_windows_over_the_slices_of_a_volume_and_bad_window_settings():

@@ -122,3 +122,26 @@ def test_a_run_killed_mid_epoch_resumes_and_ends_like_an_uninterrupted_run(tmp_p
     for key, value in expected["model"].items():
         assert torch.allclose(actual["model"][key], value, atol=0.05), key
     assert abs(actual["best_metric"]["best_metric"] - expected["best_metric"]["best_metric"]) < 0.1
+
+
+def test_a_run_that_ends_before_its_first_validation_still_leaves_its_model(tmp_path, caplog):
+    # S-SAM validates every 5 epochs by default: a 1-epoch run used to end without models/model.pt, and a model.pt
+    # of an earlier run (or the shipped adapter) would have stayed there, not matching what was just trained
+    from bundle_helpers import bundle_and_synthetic_data, bundle_workflow, run_workflow
+
+    from common.adapters import adapter_state_dict
+
+    name = "s_sam_text_prompted_segmentation"
+    bundle, data = bundle_and_synthetic_data(name, tmp_path)
+    stale = bundle / "models" / "model.pt"
+    stale.write_bytes(b"an older run's weights")
+    workflow = bundle_workflow(
+        bundle / "configs", ["train.json"], "train", bundle_root=str(bundle), backbone="sam_vit_test",
+        dataset_dir=str(data), num_workers=0, batch_size=1, max_epochs=1,
+    )  # fmt: skip
+    assert workflow.parser["val_interval"] > 1
+    run_workflow(workflow)
+    saved = torch.load(stale, weights_only=True)
+    trained = adapter_state_dict(workflow.parser.get_parsed_content("network"))
+    assert saved.keys() == trained.keys() and all(torch.equal(saved[k], trained[k]) for k in saved)
+    assert "ended before any validation" in caplog.text

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import DiskSaver
@@ -133,8 +134,10 @@ class TrainingCheckpoint:
         if evaluator is not None:
             self.objects["best_metric"] = BestMetricRecord(evaluator, best_model_saver)
         self.network = network
+        self.best_model_saver = best_model_saver
         self.interval_epochs = int(interval_epochs)
         self.resume = resume
+        self._resumed_from: Path | None = None
 
     def state(self, trainer: Engine) -> dict[str, Any]:
         """The objects saved and loaded, by name."""
@@ -148,6 +151,8 @@ class TrainingCheckpoint:
     def attach(self, engine: Engine) -> None:
         if self.resume:
             engine.add_event_handler(Events.STARTED, self._resume)
+        if self.best_model_saver is not None:
+            engine.add_event_handler(Events.COMPLETED, self._save_last_if_never_validated)
         if self.interval_epochs > 0:
             # attached when the run starts, i.e. after every other handler: the state is then saved once the epoch's
             # LR-scheduler step and validation are done (saved before them, a resumed run would miss them)
@@ -164,6 +169,30 @@ class TrainingCheckpoint:
             n_saved=1,
         ).attach(engine)
 
+    def _save_last_if_never_validated(self, engine: Engine) -> None:
+        """A run that ends before its first validation (fewer epochs than ``val_interval``, or no validation data)
+        would leave no best model, or an older run's (or the shipped) file that these weights do not match: write
+        the last weights there instead, and say so. A resumed run keeps the best model of before its interruption."""
+        saver = self.best_model_saver
+        name = getattr(saver, "key_metric_filename", None)
+        checkpoint = getattr(saver, "_key_metric_checkpoint", None)
+        if not name or idist.get_rank() > 0:
+            return
+        if checkpoint is not None and checkpoint.last_checkpoint is not None:
+            return  # validation saved a best model in this run
+        path = Path(getattr(saver, "save_dir", self.save_dir)) / name
+        if self._resumed_from is not None and path.exists():
+            return
+        from common.adapters import save_adapter_checkpoint
+
+        save_adapter_checkpoint(self.network, path)
+        logger.warning(
+            "training ended before any validation chose a best model: %s holds the last weights (epoch %d); validate "
+            "more often (val_interval) or give validation data to keep the best one",
+            path,
+            engine.state.epoch,
+        )
+
     def _resume(self, engine: Engine) -> None:
         path = latest_training_state(self.save_dir)
         if path is None:
@@ -171,6 +200,7 @@ class TrainingCheckpoint:
             return
         # MONAI's loader reads with weights_only=True and keeps the trainer's own max_epochs
         CheckpointLoader(load_path=str(path), load_dict=self.state(engine), map_location="cpu")(engine)
+        self._resumed_from = path
         logger.info(
             "resumed from %s: epoch %d, iteration %d done", path.name, engine.state.epoch, engine.state.iteration
         )

@@ -121,8 +121,10 @@ def bundle_with_test_weights(name: str, parent: Path, settings: dict | None = No
     return bundle
 
 
-#: synthetic data in each bundle's default layout: 2D pictures, 3D volumes for S-SAM (its train.json samples slices)
-_DEFAULT_LAYOUT = {"s_sam_text_prompted_segmentation": {"spatial_dims": 3, "num_classes": 2, "shape": (40, 48, 8)}}
+#: synthetic data in each bundle's default layout: 2D pictures, 3D volumes with two structures for S-SAM and BALR-SAM
+#: (their train.json samples slices; BALR-SAM's default is its shipped hippocampus adapter's configuration)
+_VOLUMES = {"spatial_dims": 3, "num_classes": 2, "shape": (40, 48, 8)}
+_DEFAULT_LAYOUT = {"s_sam_text_prompted_segmentation": _VOLUMES, "balr_sam_segmentation": _VOLUMES}
 
 
 def bundle_and_synthetic_data(name: str, parent: Path, num_val: int = 1) -> tuple[Path, Path]:

@@ -16,10 +16,12 @@ from common.data import make_synthetic_dataset
 #: the configs that train each bundle on 2D pictures, before native_patches.json
 PICTURE_CONFIGS = {
     "sam2lora_fundus_segmentation": ["train.json"],
-    "balr_sam_segmentation": ["train.json"],
+    "balr_sam_segmentation": ["train.json", "paper.json"],
     "conv_lora_sam_segmentation": ["train.json"],
     "s_sam_text_prompted_segmentation": ["train.json", "images_2d.json"],
 }
+#: and the configs that segment 2D pictures with what they trained
+PICTURE_INFERENCE = {"balr_sam_segmentation": ["inference.json", "paper_inference.json"]}
 
 
 def _run_recording_inputs(workflow) -> list[tuple[bool, tuple[int, ...]]]:
@@ -68,7 +70,8 @@ def test_training_on_native_crops_and_inference_in_native_windows(name, tmp_path
     assert (bundle / "models" / "model.pt").is_file()
 
     output = tmp_path / "predictions"
-    infer = bundle_workflow(configs, ["inference.json"], "infer", **overrides, output_dir=str(output), window_size=side)
+    files = PICTURE_INFERENCE.get(name, ["inference.json"])
+    infer = bundle_workflow(configs, files, "infer", **overrides, output_dir=str(output), window_size=side)
     seen = _run_recording_inputs(infer)
     assert seen and all(shape[-2:] == (side, side) for _, shape in seen)
     (label,) = sorted(output.glob("*_seg.png"))

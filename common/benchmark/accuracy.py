@@ -111,10 +111,10 @@ METHODS = {
     ),
     "balr_sam": MethodSpec(
         "balr_sam_segmentation",
-        {"chase_db1": ["train.json"], "msd_hippocampus": ["train.json", "synapse.json", "hippocampus.json"]},
-        {"chase_db1": ["inference.json"], "msd_hippocampus": ["inference.json"]},
+        # its default configuration is the hippocampus one (the shipped adapter); 2D pictures are the paper's
+        {"chase_db1": ["train.json", "paper.json"], "msd_hippocampus": ["train.json"]},
+        {"chase_db1": ["inference.json", "paper_inference.json"], "msd_hippocampus": ["inference.json"]},
         {"chase_db1": _labels(VESSEL_LABELS), "msd_hippocampus": _labels(HIPPOCAMPUS_LABELS)},
-        {"msd_hippocampus": {"output_rule": "softmax"}},  # its hippocampus training uses softmax over K+1 classes
     ),
     "s_sam": MethodSpec(
         "s_sam_text_prompted_segmentation",

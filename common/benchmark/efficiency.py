@@ -75,12 +75,13 @@ def build(kind: str, backbone: str, image_size: int | None, overrides: dict | No
         for param in network.parameters():
             param.requires_grad_(kind == "full")
         return network
+    configs = REPO_BUNDLES / METHODS[kind] / "configs"
     parser = ConfigParser()
-    parser.read_config(str(REPO_BUNDLES / METHODS[kind] / "configs" / "train.json"))
+    # the paper's setting where a bundle's default is another (BALR-SAM's default is its hippocampus adapter)
+    parser.read_config([str(f) for f in (configs / "train.json", configs / "paper.json") if f.is_file()])
     parser.update({"backbone": backbone, "backbone_checkpoint": None, "bundle_root": str(REPO_BUNDLES / METHODS[kind])})
     parser.update(overrides or {})
-    if size is not None:
-        parser["network_def"]["image_size"] = size
+    parser["network_def"]["image_size"] = size if size is not None else get_backbone_spec(backbone).input_size
     return parser.get_parsed_content("network_def")
 
 

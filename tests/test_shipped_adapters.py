@@ -1,0 +1,63 @@
+"""The adapters the bundles ship in ``models/model.pt``: each one loads on its real backbone through the bundle's
+**default** ``inference.json`` (the documented command, no download, no extra setting) and segments real held-out
+data close to the accuracy measured for it in its model card. Skipped with a reason when ``../shared`` is absent."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from common.benchmark.case_metrics import volume_metrics
+from common.data import build_datalist
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+#: bundle → (test volumes of the accuracy split it is checked on, their mean Dice measured with the shipped file
+#: (anterior, posterior; the command in the bundle card), the floor asserted here)
+HIPPOCAMPUS_ADAPTERS = {
+    # measured 0.864 on these four (0.885/0.893, 0.822/0.817, 0.881/0.845, 0.893/0.871); 0.843 on all 52
+    "balr_sam_segmentation": {"cases": 4, "measured": 0.864, "floor": 0.84},
+}
+
+
+def _hippocampus_test_cases(msd_hippocampus: Path, count: int) -> list[dict]:
+    """The first ``count`` test volumes of the accuracy runs' split (seed 0: 70 % / 10 % / 20 %, by case)."""
+    split = build_datalist(msd_hippocampus, "images", "labels", val_fraction=0.1, test_fraction=0.2, seed=0,
+                           skip_unlabelled=True)  # fmt: skip
+    return split["testing"][:count]
+
+
+@pytest.mark.parametrize("name", sorted(HIPPOCAMPUS_ADAPTERS))
+def test_shipped_hippocampus_adapter_segments_held_out_mr(name, shared_data, tmp_path):
+    bundle = REPO_ROOT / "bundles" / name
+    expected = HIPPOCAMPUS_ADAPTERS[name]
+    assert (bundle / "models" / "model.pt").is_file(), "the bundle ships its trained adapter"
+    cases = _hippocampus_test_cases(shared_data / "msd_hippocampus", expected["cases"])
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for case in cases:
+        os.symlink(case["image"], scans / Path(case["image"]).name)
+    out = tmp_path / "out"
+    # the documented route, as a user runs it on a fresh clone: the bundle's own inference.json and nothing else
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "inference.json"),
+               "--bundle_root", str(bundle), "--input", str(scans), "--output_dir", str(out)]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "MONAI_SAM_PEFT_CPU_PRECISION"}  # the bundle's own choice
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    dice = []
+    for case in cases:
+        stem = Path(case["image"]).name.split(".")[0]
+        truth_file = nib.load(case["label"])
+        truth = np.asarray(truth_file.dataobj).round().astype(int)
+        prediction = nib.load(out / f"{stem}_seg.nii.gz")
+        assert prediction.shape == truth.shape and np.allclose(prediction.affine, truth_file.affine, atol=1e-5)
+        metrics = volume_metrics(np.asarray(prediction.dataobj).astype(int), truth, 2, truth_file.header.get_zooms())
+        dice.append(metrics["dice"])
+    mean = np.mean(dice, axis=0)
+    assert mean.mean() >= expected["floor"], f"mean Dice {mean.round(3).tolist()} (measured {expected['measured']})"

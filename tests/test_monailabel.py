@@ -56,11 +56,12 @@ def test_bundle_infer_task_returns_a_label_volume_of_the_original_geometry(name,
 
 def _datastore_studies(name: str, shared_data: Path, studies: Path) -> str:
     """A MONAI Label datastore folder with final labels (what annotators save from the viewer), of the kind the
-    bundle's ``train.json`` trains on: 2D pictures, or for S-SAM real hippocampus volumes. Returns the extension."""
+    bundle's ``train.json`` trains on: 2D pictures, or for S-SAM and BALR-SAM (whose default is its shipped
+    hippocampus adapter's configuration) real hippocampus volumes. Returns the extension."""
     from common.data import make_synthetic_dataset
 
     (studies / "labels" / "final").mkdir(parents=True)
-    if name == "s_sam_text_prompted_segmentation":
+    if name in ("s_sam_text_prompted_segmentation", "balr_sam_segmentation"):
         for case in ("hippocampus_001", "hippocampus_003", "hippocampus_004", "hippocampus_006"):
             shutil.copy(shared_data / "msd_hippocampus" / "images" / f"{case}.nii.gz", studies)
             shutil.copy(shared_data / "msd_hippocampus" / "labels" / f"{case}.nii.gz", studies / "labels" / "final")

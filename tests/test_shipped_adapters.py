@@ -30,7 +30,7 @@ def _hippocampus_test_cases(msd_hippocampus: Path, count: int) -> list[dict]:
     """The first ``count`` test volumes of the accuracy runs' split (seed 0: 70 % / 10 % / 20 %, by case)."""
     split = build_datalist(msd_hippocampus, "images", "labels", val_fraction=0.1, test_fraction=0.2, seed=0,
                            skip_unlabelled=True)  # fmt: skip
-    return split["testing"][:count]
+    return [{k: str(msd_hippocampus / v) for k, v in case.items()} for case in split["testing"][:count]]
 
 
 @pytest.mark.parametrize("name", sorted(HIPPOCAMPUS_ADAPTERS))

@@ -174,8 +174,8 @@ class TrainingCheckpoint:
         would leave no best model, or an older run's (or the shipped) file that these weights do not match: write
         the last weights there instead, and say so. A resumed run keeps the best model of before its interruption."""
         saver = self.best_model_saver
-        name = getattr(saver, "key_metric_filename", None)
-        checkpoint = getattr(saver, "_key_metric_checkpoint", None)
+        checkpoint = getattr(saver, "_key_metric_checkpoint", None)  # MONAI keeps the fixed file name only there
+        name = getattr(getattr(checkpoint, "save_handler", None), "filename", None)
         if not name or idist.get_rank() > 0:
             return
         if checkpoint is not None and checkpoint.last_checkpoint is not None:

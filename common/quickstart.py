@@ -1,16 +1,21 @@
-"""The main job on an embedded default: LoRA-adapt real LiteMedSAM weights to a generated sample dataset.
+"""The main job on real data: segment held-out hippocampus MR volumes with a shipped adapter, and adapt LoRA yourself.
 
-    python -m common.quickstart --output_dir quickstart_output
+    python -m common.quickstart --output_dir quickstart_output            # under a minute on 2 CPU cores
+    python -m common.quickstart --output_dir quickstart_output --adapt    # + LoRA adaptation, about 3 minutes more
 
-1. writes a synthetic 2D dataset (``common.data.make_synthetic_dataset``: organs among unlabelled distractors);
-2. builds the prompt-free network on LiteMedSAM with its real pretrained weights, injects LoRA into every
-   image-encoder ``attn.qkv`` and every mask-decoder attention projection, and trains the LoRA parameters and the
-   decoder's output tokens with MONAI's ``SupervisedTrainer`` and the composite loss;
-3. segments the test images before (zero-shot, no prompt) and after adaptation and writes
-   ``segmentations/*.png``, ``overlay.png``, ``metrics.json`` and the adapter-only checkpoint ``adapter.pt``.
+1. segments the three held-out MSD hippocampus MR volumes shipped inside the package (``common/samples``, CC-BY-SA
+   4.0) with the BALR-SAM bundle's shipped adapter on LiteMedSAM's real weights, through the same path as
+   ``python -m common.segment``: label volumes (``segmentations/*_seg.nii.gz``, the input's geometry), montage PNGs
+   and structure volumes in mL;
+2. scores them against their ground truth (3D Dice per structure) into ``metrics.json``;
+3. with ``--adapt``: injects LoRA into LiteMedSAM (SAM2LoRA's placement: image-encoder ``attn.qkv`` and the
+   mask-decoder attention projections), trains it prompt-free on 2D slices of the eight embedded training volumes
+   (both structures as one "hippocampus" mask) with MONAI's ``SupervisedTrainer`` and the composite loss, and
+   segments the held-out volumes' slices before (zero-shot, no prompt) and after: ``adapt/overlay.png``,
+   ``adapt/segmentations/*.png``, ``adapt/adapter.pt`` and the Dice pair in ``metrics.json``.
 
-Defaults take about five minutes on 2 CPU cores. ``--backbone sam_vit_test`` runs the same path in seconds on a tiny
-random-weight model (the test suite does this).
+``--backbone sam_vit_test`` runs the adaptation path in seconds on a tiny random-weight model (the test suite does
+this); the shipped adapter needs LiteMedSAM.
 """
 
 from __future__ import annotations
@@ -29,6 +34,11 @@ import torch
 __all__ = ["run_quickstart", "main"]
 
 logger = logging.getLogger("common.quickstart")
+
+#: the embedded real MR cases (MSD hippocampus, CC-BY-SA 4.0; common/samples/README.md)
+SAMPLES = Path(__file__).resolve().parent / "samples" / "hippocampus"
+#: the bundle whose shipped adapter segments them (bundles/ of the repository clone)
+DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "balr_sam_segmentation"
 
 # SAM2LoRA's placement (image-encoder qkv + decoder attention projections), written for the prompt-free network,
 # whose backbone sits under "sam.".
@@ -52,7 +62,9 @@ def _transforms(train: bool):
         mt.AsDiscreted(keys="label", threshold=0.5),
     ]
     if train:
-        steps += [mt.RandFlipd(keys=keys, prob=0.5, spatial_axis=0), mt.RandFlipd(keys=keys, prob=0.5, spatial_axis=1)]
+        # slices of different volumes differ a little in size (about 35×51): one padded size makes them a batch
+        steps += [mt.ResizeWithPadOrCropd(keys=keys, spatial_size=(64, 64)),
+                  mt.RandFlipd(keys=keys, prob=0.5, spatial_axis=0), mt.RandFlipd(keys=keys, prob=0.5, spatial_axis=1)]  # fmt: skip
     return mt.Compose(steps + [mt.EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False)])
 
 
@@ -80,75 +92,163 @@ def _save_overlay_grid(path: Path, images, labels, before, after, dice_before, d
 
     from common.data import overlay_masks
 
+    # one tile size for every row (slices differ in size), enlarged so that the captions fit
+    height, width = (max(x.shape[k] for x in images) for k in (0, 1))
+    scale = max(1, math.ceil(160 / width))
+
+    def tile(x: np.ndarray) -> np.ndarray:
+        padded = np.pad(x, [(0, height - x.shape[0]), (0, width - x.shape[1])])
+        return padded.repeat(scale, axis=0).repeat(scale, axis=1)
+
     rows = []
-    for i, (img, lab, b, a) in enumerate(zip(images, labels, before, after)):
+    for i, (img, lab, b, a) in enumerate(zip(*(map(tile, x) for x in (images, labels, before, after)))):
         empty = np.zeros_like(img)
         # one mask per tile, each in its own colour: ground truth green, zero-shot orange, adapted blue
         tiles = [overlay_masks(img, np.stack(m)) for m in ([empty], [lab], [empty, empty, b], [empty, a])]
         row = Image.fromarray(np.concatenate(tiles, axis=1))
         draw = ImageDraw.Draw(row)
-        width = img.shape[1]
+        tile_width = img.shape[1]
         for j, text in enumerate(
             ["image", "ground truth", f"zero-shot Dice {dice_before[i]:.2f}", f"LoRA-adapted Dice {dice_after[i]:.2f}"]
         ):
-            draw.rectangle([j * width, 0, j * width + 6 * len(text) + 6, 12], fill=(0, 0, 0))
-            draw.text((j * width + 3, 1), text, fill=(255, 255, 255))
+            draw.rectangle([j * tile_width, 0, j * tile_width + 6 * len(text) + 6, 12], fill=(0, 0, 0))
+            draw.text((j * tile_width + 3, 1), text, fill=(255, 255, 255))
         rows.append(np.asarray(row))
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)
 
 
-def run_quickstart(
-    output_dir: str | Path = "quickstart_output",
+def _slice_pictures(cases: list[dict], folder: Path) -> list[dict]:
+    """Every axial slice with hippocampus of ``cases`` (volumes read and scaled as the bundles read MR: RAS, the
+    scan's 0.5-99.5 percentiles) as an 8-bit PNG and a binary PNG mask (both structures = 1) in ``folder``; returns
+    datalist entries ``{"image", "label", "case", "slice"}``."""
+    from monai import transforms as mt
+    from PIL import Image
+
+    from common.data import ScaleScanIntensityd
+
+    load = mt.Compose([
+        mt.LoadImaged(keys=["image", "label"], image_only=True), mt.EnsureChannelFirstd(keys=["image", "label"]),
+        mt.Orientationd(keys=["image", "label"], axcodes="RAS"), ScaleScanIntensityd(keys="image", intensity="mr"),
+    ])  # fmt: skip
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "labels").mkdir(exist_ok=True)
+    entries = []
+    for case in cases:
+        data = load(case)
+        image, label = np.asarray(data["image"][0]), np.asarray(data["label"][0]) > 0
+        stem = Path(case["image"]).name.split(".")[0]
+        for index in np.flatnonzero(label.any(axis=(0, 1))):
+            name = f"{stem}_z{index:02d}.png"
+            Image.fromarray((image[..., index] * 255).round().astype(np.uint8)).save(folder / "images" / name)
+            Image.fromarray(label[..., index].astype(np.uint8) * 255).save(folder / "labels" / name)
+            entries.append({"image": str(folder / "images" / name), "label": str(folder / "labels" / name),
+                            "case": stem, "slice": int(index)})  # fmt: skip
+    return entries
+
+
+def segment_samples(output_dir: str | Path, bundle: str | Path = DEFAULT_BUNDLE) -> dict:
+    """Segment the embedded held-out volumes with ``bundle``'s shipped adapter (its default ``inference.json``, as
+    ``python -m common.segment`` does) and score them; returns the part of ``metrics.json`` it wrote."""
+    import shutil
+    import tempfile
+
+    import nibabel as nib
+
+    from common.benchmark.case_metrics import volume_metrics
+    from common.data import load_datalist
+    from common.segment import SegmentationError, segment_scans
+
+    bundle = Path(bundle)
+    if not (bundle / "models" / "model.pt").is_file():
+        raise SegmentationError(
+            f"{bundle}/models/model.pt not found: the quickstart segments with the adapter a bundle ships (run it "
+            "from a clone of the repository, whose bundles/ folder holds them)"
+        )
+    out = Path(output_dir) / "segmentations"
+    cases = load_datalist(SAMPLES, "testing")
+    started = time.time()
+    with tempfile.TemporaryDirectory() as inputs:
+        for case in cases:
+            shutil.copy(case["image"], inputs)
+        results = segment_scans(bundle, inputs, out, progress=False)
+    seconds = time.time() - started
+    failed = {k: v for k, v in results.items() if v != "ok"}
+    if failed:
+        raise SegmentationError("; ".join(failed.values()))
+    names = json.loads((SAMPLES / "datalist.json").read_text())["labels"]
+    per_case = {}
+    for case in cases:
+        stem = Path(case["image"]).name.split(".")[0]
+        truth_file = nib.load(case["label"])
+        truth = np.asarray(truth_file.dataobj).round().astype(int)
+        predicted = np.asarray(nib.load(out / f"{stem}_seg.nii.gz").dataobj).astype(int)
+        metrics = volume_metrics(predicted, truth, len(names), truth_file.header.get_zooms()[:3])
+        volumes = json.loads((out / f"{stem}_volumes.json").read_text())["classes"]
+        per_case[stem] = {
+            "dice": dict(zip(names.values(), metrics["dice"])),
+            "hd95_mm": dict(zip(names.values(), metrics["hd95"])),
+            "volume_ml": {name: volumes[name]["volume_ml"] for name in names.values() if name in volumes},
+        }
+        logger.info("%s: Dice %s", stem, ", ".join(f"{k} {v:.3f}" for k, v in per_case[stem]["dice"].items()))
+    mean = {name: float(np.mean([c["dice"][name] for c in per_case.values()])) for name in names.values()}
+    logger.info("mean Dice over the %d held-out volumes: %s", len(per_case),
+                ", ".join(f"{k} {v:.3f}" for k, v in mean.items()))  # fmt: skip
+    return {
+        "bundle": str(bundle),
+        "cases": per_case,
+        "mean_dice": mean,
+        "mean_dice_both": float(np.mean(list(mean.values()))),
+        "segment_seconds": round(seconds, 1),
+        "outputs": str(out),
+    }
+
+
+def adapt_lora(
+    output_dir: str | Path,
     backbone: str = "litemedsam",
-    iterations: int = 60,
-    batch_size: int = 2,
-    num_train: int = 16,
-    num_test: int = 4,
+    input_size: int | None = 64,
+    iterations: int = 300,
+    batch_size: int = 4,
     rank: int = 8,
     alpha: float = 16.0,
-    learning_rate: float = 1e-3,
+    learning_rate: float = 3e-3,
     seed: int = 0,
     device: str = "cpu",
 ) -> dict:
-    """Run the main job and return the metrics written to ``output_dir/metrics.json``."""
+    """LoRA on slices of the embedded training volumes, Dice on the held-out volumes' slices before and after;
+    writes ``output_dir`` (``overlay.png``, ``segmentations/``, ``adapter.pt``) and returns its metrics."""
     from monai.data import DataLoader, Dataset
-    from monai.engines import SupervisedTrainer
     from monai.handlers import StatsHandler, from_engine
     from monai.utils import set_determinism
     from PIL import Image
 
     from common.adapters import LoraConfig, configure_trainable, inject_adapters, save_adapter_checkpoint
-    from common.backbones import default_checkpoint, sha256sum
-    from common.data import load_datalist, make_synthetic_dataset
+    from common.backbones import default_checkpoint, get_backbone_spec, sha256sum
+    from common.data import load_datalist
+    from common.engines import SupervisedTrainer, choose_amp
     from common.losses import CompositeSegmentationLoss
     from common.networks import SamSegmentationNet
 
-    start = time.time()
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     set_determinism(seed=seed)
     torch_device = torch.device(device)
-
-    data_dir = out / "data"
-    make_synthetic_dataset(
-        data_dir, spatial_dims=2, num_classes=1, num_train=num_train, num_val=0, num_test=num_test, seed=seed
-    )
-    logger.info("sample dataset: %d training and %d test images in %s", num_train, num_test, data_dir)
+    train_files = _slice_pictures(load_datalist(SAMPLES, "training"), out / "data" / "training")
+    test_files = _slice_pictures(load_datalist(SAMPLES, "testing"), out / "data" / "testing")
+    logger.info("LoRA adaptation: %d training slices, %d held-out slices", len(train_files), len(test_files))
     train_loader = DataLoader(
-        Dataset(load_datalist(data_dir, "training"), _transforms(train=True)),
-        batch_size=batch_size,
-        shuffle=True,
-        num_workers=0,
+        Dataset(train_files, _transforms(train=True)), batch_size=batch_size, shuffle=True, num_workers=0
     )
-    test_files = load_datalist(data_dir, "testing")
-    test_loader = DataLoader(Dataset(test_files, _transforms(train=False)), batch_size=batch_size, num_workers=0)
+    test_loader = DataLoader(Dataset(test_files, _transforms(train=False)), batch_size=1, num_workers=0)
 
     checkpoint = default_checkpoint(backbone)
-    network = SamSegmentationNet(backbone, checkpoint=checkpoint).to(torch_device)
-    logger.info("backbone %s (%s)", backbone, "weights: " + checkpoint if checkpoint else "random weights")
+    size = input_size if input_size and get_backbone_spec(backbone).resizable else None
+    network = SamSegmentationNet(backbone, checkpoint=checkpoint, image_size=size).to(torch_device)
+    logger.info("backbone %s at %d² (%s)", backbone, network.input_size,
+                "weights: " + checkpoint if checkpoint else "random weights")  # fmt: skip
 
     images, labels, zero_shot, dice_before = _predict(network, test_loader, torch_device)
-    logger.info("zero-shot (no prompt) mean Dice on the test images: %.3f", float(np.mean(dice_before)))
+    logger.info("zero-shot (no prompt) mean Dice on the held-out slices: %.3f", float(np.mean(dice_before)))
 
     adapted = inject_adapters(network, LoraConfig(rank=rank, alpha=alpha, target_modules=LORA_TARGETS))
     report = configure_trainable(network, EXTRA_TRAINABLE)
@@ -164,6 +264,7 @@ def run_quickstart(
         loss_function=CompositeSegmentationLoss(),
         epoch_length=None,
         train_handlers=[StatsHandler(tag_name="train_loss", output_transform=from_engine(["loss"], first=True))],
+        amp=choose_amp(torch_device, network),  # the CPU fast path: bfloat16 where this CPU runs it faster
     )
     losses: list[float] = []
 
@@ -179,22 +280,27 @@ def run_quickstart(
 
     _, _, adapted_pred, dice_after = _predict(network, test_loader, torch_device)
     logger.info(
-        "adapted mean Dice on the test images: %.3f (zero-shot %.3f)", np.mean(dice_after), np.mean(dice_before)
+        "adapted mean Dice on the held-out slices: %.3f (zero-shot %.3f)", np.mean(dice_after), np.mean(dice_before)
     )
-
     seg_dir = out / "segmentations"
     seg_dir.mkdir(exist_ok=True)
     for item, pred in zip(test_files, adapted_pred):
         Image.fromarray((pred > 0).astype(np.uint8) * 255).save(seg_dir / Path(item["image"]).name)
-    _save_overlay_grid(out / "overlay.png", images, labels, zero_shot, adapted_pred, dice_before, dice_after)
+    # one row per held-out volume: its slice with the most hippocampus
+    rows = [max((i for i, f in enumerate(test_files) if f["case"] == case), key=lambda i: labels[i].sum())
+            for case in dict.fromkeys(f["case"] for f in test_files)]  # fmt: skip
+    pick = lambda values: [values[i] for i in rows]  # noqa: E731
+    _save_overlay_grid(out / "overlay.png", *map(pick, (images, labels, zero_shot, adapted_pred, dice_before,
+                                                          dice_after)))  # fmt: skip
     adapter_path = save_adapter_checkpoint(network, out / "adapter.pt")
-
-    metrics = {
+    return {
         "backbone": backbone,
         "backbone_checkpoint": checkpoint,
         "backbone_checkpoint_sha256": sha256sum(checkpoint) if checkpoint else None,
+        "input_size": network.input_size,
         "prompt_mode": "none (prompt-free)",
-        "test_cases": [Path(item["image"]).name for item in test_files],
+        "training_slices": len(train_files),
+        "test_slices": [Path(item["image"]).name for item in test_files],
         "dice_zero_shot": dice_before,
         "dice_adapted": dice_after,
         "mean_dice_zero_shot": float(np.mean(dice_before)),
@@ -212,31 +318,63 @@ def run_quickstart(
         "loss_first": losses[0] if losses else None,
         "loss_last": losses[-1] if losses else None,
         "train_seconds": round(train_seconds, 1),
-        "total_seconds": round(time.time() - start, 1),
-        "torch_threads": torch.get_num_threads(),
     }
+
+
+def run_quickstart(
+    output_dir: str | Path = "quickstart_output",
+    bundle: str | Path = DEFAULT_BUNDLE,
+    adapt: bool = False,
+    segment: bool = True,
+    **adapt_settings,
+) -> dict:
+    """Run the main job and return the metrics written to ``output_dir/metrics.json``: ``segmentation`` (the
+    shipped adapter on the held-out volumes) and, with ``adapt``, ``adaptation`` (see :func:`adapt_lora`)."""
+    start = time.time()
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics: dict = {"samples": str(SAMPLES), "torch_threads": torch.get_num_threads()}
+    if segment:
+        metrics["segmentation"] = segment_samples(out, bundle)
+    if adapt:
+        metrics["adaptation"] = adapt_lora(out / "adapt", **adapt_settings)
+    metrics["total_seconds"] = round(time.time() - start, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    logger.info("wrote %s, %s, %s and %s", seg_dir, out / "overlay.png", out / "metrics.json", adapter_path)
+    logger.info("wrote %s", out / "metrics.json")
     return metrics
 
 
 def main(argv: list[str] | None = None) -> int:
+    from common.segment import SegmentationError
+
     parser = argparse.ArgumentParser(prog="python -m common.quickstart", description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", default="quickstart_output", help="where everything is written")
-    parser.add_argument("--backbone", default="litemedsam", help="backbone name (default: real LiteMedSAM weights)")
-    parser.add_argument("--iterations", type=int, default=60, help="training iterations (default 60)")
-    parser.add_argument("--batch_size", type=int, default=2)
-    parser.add_argument("--num_train", type=int, default=16, help="generated training images")
-    parser.add_argument("--num_test", type=int, default=4, help="generated test images")
-    parser.add_argument("--rank", type=int, default=8, help="LoRA rank")
-    parser.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha")
-    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--bundle", default=str(DEFAULT_BUNDLE), help="bundle whose shipped adapter segments")
+    parser.add_argument("--adapt", action="store_true", help="also adapt LoRA on the embedded training volumes")
+    parser.add_argument("--no_segment", dest="segment", action="store_false", help="only the --adapt part")
+    parser.add_argument("--backbone", default="litemedsam", help="--adapt: backbone (default: real LiteMedSAM weights)")
+    parser.add_argument("--input_size", type=int, default=64, help="--adapt: backbone input size (default 64)")
+    parser.add_argument("--iterations", type=int, default=300, help="--adapt: training iterations (default 300)")
+    parser.add_argument("--batch_size", type=int, default=4, help="--adapt: slices per iteration")
+    parser.add_argument("--rank", type=int, default=8, help="--adapt: LoRA rank")
+    parser.add_argument("--alpha", type=float, default=16.0, help="--adapt: LoRA alpha")
+    parser.add_argument("--learning_rate", type=float, default=3e-3, help="--adapt: AdamW learning rate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
+    args = vars(parser.parse_args(argv))
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s")
-    metrics = run_quickstart(**vars(args))
-    print(json.dumps({k: metrics[k] for k in ("mean_dice_zero_shot", "mean_dice_adapted", "total_seconds")}))
+    try:
+        metrics = run_quickstart(args.pop("output_dir"), args.pop("bundle"), args.pop("adapt"), args.pop("segment"),
+                                 **args)  # fmt: skip
+    except SegmentationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    summary = {"total_seconds": metrics["total_seconds"]}
+    if "segmentation" in metrics:
+        summary["mean_dice_shipped_adapter"] = metrics["segmentation"]["mean_dice"]
+    if "adaptation" in metrics:
+        summary.update({k: metrics["adaptation"][k] for k in ("mean_dice_zero_shot", "mean_dice_adapted")})
+    print(json.dumps(summary))
     return 0
 
 

@@ -91,3 +91,14 @@ def test_accuracy_only_keeps_the_earlier_measurements_and_adds_the_pair(tmp_path
     text = (tmp_path / "r.md").read_text()
     assert "BALR-SAM on the hippocampus, 7 seeded iterations at 128²" in text and "| bfloat16 | 0.400 |" in text
     assert "initial plateau" not in text
+
+
+@pytest.mark.parametrize("bf16, says_favour", [(0.30, True), (0.24, False), (0.28, False)])
+def test_a_pair_gap_over_the_allowance_says_which_way_it_goes(tmp_path, bf16, says_favour):
+    report = json.loads((REPO_ROOT / "docs" / "cpu_speed.json").read_text())
+    report["accuracy"].update(float32={"val_mean_dice": 0.27, "train_seconds": 9.0},
+                              bfloat16={"val_mean_dice": bf16, "train_seconds": 5.0},
+                              difference=abs(bf16 - 0.27))  # fmt: skip
+    text = cpu_speed.write_report(report, tmp_path / "r")
+    assert ("in bfloat16's favour (+0.030)" in text) is says_favour
+    assert f"Difference: {abs(bf16 - 0.27):.3f}" in text

@@ -10,6 +10,8 @@ SAM2 does.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -42,17 +44,11 @@ class EncoderSkipFusion(nn.Module):
             nn.init.zeros_(conv.weight)
             nn.init.zeros_(conv.bias)
         self._captured: dict[int, torch.Tensor] = {}
-        # hooks hold no reference to this module's parameters, only to the capture dict
-        self._handles = [
-            sam.get_submodule(name).register_forward_hook(self._capture_hook(i))
-            for i, (name, _, _) in enumerate(self.taps)
-        ]
-
-    def _capture_hook(self, index: int):
-        def hook(_module, _inputs, output):
-            self._captured[index] = output
-
-        return hook
+        # A partial, not a closure: ``copy.deepcopy`` of the network (MONAI Label serves a copy) copies a partial's
+        # arguments through the same memo as this module, so the copy's hooks fill the copy's dict. A closure is
+        # copied as the same function and would keep writing into the original's.
+        for i, (name, _, _) in enumerate(self.taps):
+            sam.get_submodule(name).register_forward_hook(functools.partial(_store_output, self._captured, i))
 
     def _as_map(self, index: int) -> torch.Tensor:
         feature = self._captured.pop(index, None)
@@ -66,3 +62,7 @@ class EncoderSkipFusion(nn.Module):
     def forward(self) -> list[torch.Tensor]:
         """Projected skips ``[s0 (B×C/8×S/s0), s1 (B×C/4×S/s1)]`` from the last encoder pass."""
         return [self.proj_s0(self._as_map(0)), self.proj_s1(self._as_map(1))]
+
+
+def _store_output(captured: dict[int, torch.Tensor], index: int, _module, _inputs, output: torch.Tensor) -> None:
+    captured[index] = output

@@ -52,6 +52,9 @@ def test_bundle_infer_task_returns_a_label_volume_of_the_original_geometry(name,
     result, source = nib.load(result_file), nib.load(study)
     assert result.shape == source.shape and np.allclose(result.affine, source.affine, atol=1e-6)
     assert set(np.unique(np.asarray(result.dataobj))) <= {0, *map(int, names)}
+    # per-request extras (montage, volumes JSON) are off when serving: nothing piles up in the bundle per request
+    written = [f for f in bundle.rglob("*") if f.name.endswith(("_montage.png", "_volumes.json"))]
+    assert not [f for f in written if f.relative_to(bundle).parts[0] != "docs"]  # the card's pictures stay
 
 
 def _datastore_studies(name: str, shared_data: Path, studies: Path) -> str:

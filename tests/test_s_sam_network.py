@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import zlib
 
 import pytest
@@ -71,13 +72,17 @@ def test_adapted_encoder_starts_exactly_as_the_base_encoder():
 def test_only_the_s_sam_parameters_train_and_receive_gradients():
     net = _net().train()
     groups = net.parameter_report.groups
-    assert set(groups) == {"adapters", "encoder_layernorms", "decoder_layernorms", "pos_embed", "text_affine"}
+    assert set(groups) == {
+        "adapters", "encoder_layernorms", "decoder_layernorms", "pos_embed", "text_affine", "logit_calibration"
+    }
     net(torch.rand(2, 1, 40, 40)).sigmoid().mean().backward()
     trainable = {n for n, p in net.named_parameters() if p.requires_grad}
     with_grad = {n for n, p in net.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert with_grad == trainable
     assert all(
-        n.endswith((".scale", ".shift")) or "norm" in n or "pos_embed" in n or "text_affine" in n for n in trainable
+        n.endswith((".scale", ".shift")) or "norm" in n or "pos_embed" in n or "text_affine" in n
+        or n == "logit_calibration.offset"
+        for n in trainable
     )
     assert not any(
         "prompt_encoder" in n or "hypernetworks" in n or n.endswith(".weight") and "qkv" in n for n in trainable
@@ -150,3 +155,35 @@ def test_prompt_options_benchmark_runs_on_real_slices(shared_data, tmp_path):
         assert all(0.0 <= d <= 1.0 or d != d for d in r["held_out_dice"].values())
         assert [s["seed"] for s in r["per_seed"]] == [0, 1]
     assert (tmp_path / "out" / "results.md").read_text().count("\n") == 2 + 4
+
+
+def test_logit_calibration_starts_each_class_at_the_prior_once_and_is_kept_by_checkpoints():
+    from common.adapters import adapter_state_dict, load_adapter_state_dict
+    from common.networks import LogitCalibration
+
+    calibration = LogitCalibration(2, prior=0.01)
+    logits = torch.stack([torch.full((3, 8, 8), -22.0), torch.full((3, 8, 8), -10.0)], dim=1)
+    logits += torch.randn_like(logits)
+    assert torch.equal(calibration.eval()(logits), logits)  # evaluation alone never calibrates
+    shifted = calibration.train()(logits)
+    assert torch.allclose(shifted.mean(dim=(0, 2, 3)), torch.full((2,), math.log(0.01 / 0.99)), atol=1e-4)
+    offset = calibration.offset.detach().clone()
+    calibration(logits + 5.0)  # the second batch does not move it again
+    assert torch.equal(calibration.offset.detach(), offset) and bool(calibration.calibrated)
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        LogitCalibration(2, prior=1.0)
+
+    # in S-SAM: trained with the offset, saved adapter-only, restored without re-calibration
+    torch.manual_seed(0)
+    net = _net(logit_prior=0.05).train()
+    assert net.parameter_report.groups["logit_calibration"] == 2
+    image = torch.rand(2, 3, 32, 32)
+    out = net(image)
+    assert torch.allclose(out.mean(dim=(0, 2, 3)), torch.full((2,), math.log(0.05 / 0.95)), atol=0.05)
+    state = adapter_state_dict(net)
+    assert {"logit_calibration.offset", "logit_calibration.calibrated"} <= set(state)
+    restored = _net(logit_prior=0.05)
+    load_adapter_state_dict(restored, state)
+    restored.train()(image)
+    assert torch.equal(restored.logit_calibration.offset, net.logit_calibration.offset)
+    assert _net(logit_prior=None).logit_calibration is None  # the reference: no offset

@@ -4,6 +4,7 @@ from .balr_sam import BALR_ADAPTER_TARGETS, BalrSamNet
 from .conv_lora_sam import CONV_LORA_TARGETS, ConvLoraSamNet
 from .detail_enhancement import DepthwiseSeparableBlock, DetailEnhancementNet, DetailFeatures
 from .encoder_skip_fusion import EncoderSkipFusion
+from .logit_calibration import LogitCalibration
 from .low_rank_attention import LowRankTensorAttention, is_decoder_attention, replace_decoder_attention
 from .resized_input import ResizedInputNet
 from .s_sam import S_SAM_SVD_TARGETS, SSamNet, s_sam_trainable_groups
@@ -17,6 +18,7 @@ __all__ = [
     "DepthwiseSeparableBlock",
     "DetailEnhancementNet",
     "DetailFeatures",
+    "LogitCalibration",
     "LowRankTensorAttention",
     "is_decoder_attention",
     "replace_decoder_attention",

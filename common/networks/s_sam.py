@@ -20,6 +20,7 @@ from common.backbones.forward import (
 )
 from common.text_encoders import TextEncoder, build_text_encoder
 
+from .logit_calibration import LogitCalibration
 from .sam_segmentation_net import SamSegmentationNet
 from .text_affine import TextAffineLayer
 
@@ -72,7 +73,8 @@ class SSamNet(SamSegmentationNet):
 
     Trainable (everything else frozen, prompt encoder included): the SVD ``scale``/``shift`` of every encoder
     block's attention and MLP linears and of the neck convolutions, the encoder blocks' LayerNorms, the decoder
-    transformer's LayerNorms, the position embedding (built for ``image_size``), and the Text Affine Layer.
+    transformer's LayerNorms, the position embedding (built for ``image_size``), the Text Affine Layer, and (not
+    in the paper) one logit offset per class (:class:`LogitCalibration`).
 
     Args:
         backbone, checkpoint, image_size: see ``SamSegmentationNet`` (paper: SAM ViT-B at 256).
@@ -85,6 +87,9 @@ class SSamNet(SamSegmentationNet):
             none when prompting with text only; without it the keys carry no position).
         svd_targets: module-name patterns to adapt (default :data:`S_SAM_SVD_TARGETS` for the backbone family).
         regularization_weight: weight of ``‖1 − scale‖₁ + ‖shift‖₁`` per layer (reference: 0).
+        logit_prior: start training with each class's mean logit at ``logit(logit_prior)`` through a learnable
+            per-class offset (:class:`LogitCalibration`); the decoder answers a text token with logits near −22,
+            where the sigmoid is flat and training stalls. ``None``: no offset (the reference).
     """
 
     def __init__(
@@ -99,6 +104,7 @@ class SSamNet(SamSegmentationNet):
         use_image_pe: bool = False,
         svd_targets: Sequence[str] | None = None,
         regularization_weight: float = 0.0,
+        logit_prior: float | None = 0.01,
     ) -> None:
         super().__init__(backbone, checkpoint=checkpoint, image_size=image_size, num_outputs=1)
         for flag, value in (("use_dense_prompt", use_dense_prompt), ("use_image_pe", use_image_pe)):
@@ -122,8 +128,11 @@ class SSamNet(SamSegmentationNet):
                 regularization_weight=regularization_weight,
             ),
         )
+        self.logit_calibration = LogitCalibration(self.num_classes, logit_prior) if logit_prior is not None else None
         groups = s_sam_trainable_groups(self.sam)
         groups["text_affine"] = ["text_affine"]
+        if self.logit_calibration is not None:
+            groups["logit_calibration"] = ["logit_calibration"]
         self.parameter_report = configure_trainable(self, groups)
         logger.info(
             "S-SAM: %d SVD-tuned layers, %s; labels %s embedded by %s",
@@ -186,6 +195,8 @@ class SSamNet(SamSegmentationNet):
             raise ValueError("S-SAM is prompted by label names only")
         height, width = image.shape[-2:]
         masks = self.decode_classes(self.encode(self.preprocess(image)))
+        if self.logit_calibration is not None:
+            masks = self.logit_calibration(masks)
         return self.postprocess(masks, height, width), masks.new_zeros((image.shape[0], 0))
 
 

@@ -21,12 +21,25 @@ BUNDLE = REPO_ROOT / "bundles" / "s_sam_text_prompted_segmentation"
 
 def test_bundle_files_metadata_and_large_files():
     check_bundle_files(
-        BUNDLE, ["ct_liver.json", "images_2d.json", "merged_inference.json", "native_patches.json"], "sam_vit_b"
-    )
+        BUNDLE,
+        ["paper.json", "paper_inference.json", "ct_liver.json", "images_2d.json", "merged_inference.json",
+         "native_patches.json"],
+        "sam_vit_b",
+    )  # fmt: skip
     assert (BUNDLE / "docs" / "data_license.txt").is_file()
     meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
     train = json.loads((BUNDLE / "configs" / "train.json").read_text())
+    inference = json.loads((BUNDLE / "configs" / "inference.json").read_text())
     assert train["text_encoder"] in meta["text_encoder"].lower()  # the metadata says which text encoder is used
+    # the network inference builds is the one training built, in the default and in the paper's setting
+    network_keys = [v[1:] for v in inference["network_def"].values() if isinstance(v, str) and v.startswith("@")]
+    assert all(train[k] == inference[k] for k in network_keys)
+    paper = json.loads((BUNDLE / "configs" / "paper.json").read_text())
+    paper_inference = json.loads((BUNDLE / "configs" / "paper_inference.json").read_text())
+    for key in network_keys:
+        assert paper.get(key, train[key]) == paper_inference.get(key, inference[key]), key
+    # the default serves slices at the size it trained on (padded, never enlarged); the paper's resizes them
+    assert inference["window_size"] == "@image_size" and paper_inference["window_size"] is None
 
 
 def test_volumes_train_evaluate_infer(bundle_copy, tmp_path):

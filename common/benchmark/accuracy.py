@@ -118,8 +118,9 @@ METHODS = {
     ),
     "s_sam": MethodSpec(
         "s_sam_text_prompted_segmentation",
-        {"chase_db1": ["train.json", "images_2d.json"], "msd_hippocampus": ["train.json"]},
-        {"chase_db1": ["inference.json"], "msd_hippocampus": ["inference.json"]},
+        # as BALR-SAM: the default configuration is the shipped hippocampus adapter's; 2D pictures the paper's
+        {"chase_db1": ["train.json", "paper.json", "images_2d.json"], "msd_hippocampus": ["train.json"]},
+        {"chase_db1": ["inference.json", "paper_inference.json"], "msd_hippocampus": ["inference.json"]},
         {"chase_db1": _labels(VESSEL_LABELS), "msd_hippocampus": _labels(HIPPOCAMPUS_LABELS)},
     ),
     "conv_lora": MethodSpec(
@@ -139,11 +140,12 @@ METHODS = {
 
 
 def baseline_network(image_channels: int) -> dict:
-    """Config of the from-scratch baseline: MONAI's ``UNet`` (5 levels, 2 residual units) at the backbone's input
-    size, one output per label group as SAM2LoRA's head."""
+    """Config of the from-scratch baseline: MONAI's ``UNet`` (5 levels, 2 residual units) at the bundle's
+    ``input_size`` (the backbone's unless set, as for the SAM methods), one output per label group as SAM2LoRA's
+    head."""
     return {
         "_target_": "common.networks.ResizedInputNet",
-        "input_size": "$common.backbones.get_backbone_spec(@backbone).input_size",
+        "input_size": "@input_size",
         "network": {
             "_target_": "monai.networks.nets.UNet",
             "spatial_dims": 2,

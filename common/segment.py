@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -76,8 +77,11 @@ def load_bundle_for_inference(
         network = parser.get_parsed_content("network")
     except Exception as error:
         cause = _cause(error, (CheckpointError,))
-        if cause is None:
-            raise
+        if cause is None:  # a setting the network refuses (e.g. --set lora_rank=abc): its own message, one line
+            root = error
+            while root.__cause__ is not None:
+                root = root.__cause__
+            raise SegmentationError(f"the bundle's network cannot be built with these settings: {root}") from error
         raise SegmentationError(
             f"the bundle's network cannot be built: {cause}. Base weights: the bundle's large_files.yml says where "
             f"to get them (python -m monai.bundle download_large_files --bundle_path {bundle}); --backbone picks "
@@ -165,6 +169,35 @@ def segment_scans(
     return results
 
 
+def _option_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options themselves (unknown backbone, malformed intensity, a device this machine does
+    not have, an output path that cannot be a folder), as one line; None when nothing is."""
+    from common.backbones import BACKBONES
+    from common.data.intensity import parse_intensity
+
+    if args.backbone is not None and args.backbone not in BACKBONES:
+        return f"--backbone {args.backbone!r}: unknown; one of {', '.join(BACKBONES)}"
+    if args.intensity is not None:
+        try:
+            parse_intensity(args.intensity)
+        except ValueError as error:
+            return f"--intensity: {error}"
+    if args.device is not None:
+        try:
+            device = torch.device(args.device)
+        except (RuntimeError, ValueError) as error:
+            return f"--device {args.device!r}: {error}"
+        if device.type == "cuda" and not torch.cuda.is_available():
+            return f"--device {args.device}: this machine has no CUDA device (leave --device out to use the CPU)"
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        return f"--output {output}: is a file, not a folder"
+    existing = next((p for p in (output, *output.parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        return f"--output {output}: {existing} is not writable"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m common.segment",
@@ -196,6 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    problem = _option_problem(args)
+    if problem:
+        parser.error(problem)  # one line and exit status 2, before anything is loaded or written
 
     overrides = {}
     for key, value in (

@@ -273,3 +273,45 @@ def test_the_four_inference_configs_share_one_scan_pipeline():
     for name, config in configs.items():
         assert {key: config[key] for key in shared} == {key: reference[key] for key in shared}, name
         assert config["intensity"] and config["output_rule"] and config["label_names"], name
+
+
+#: options a user can get wrong → what the one error line must say (nothing loaded, nothing written)
+BAD_OPTIONS = {
+    "unknown backbone": (["--backbone", "sam_vit_xyz"], "--backbone 'sam_vit_xyz': unknown; one of"),
+    "malformed intensity": (["--intensity", "ct:foo"], "--intensity: unknown intensity setting 'ct:foo'"),
+    "unknown device": (["--device", "tpu:7"], "--device 'tpu:7'"),
+    "output is a file": (["--output", "{file}"], "is a file, not a folder"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_OPTIONS))
+def test_a_bad_option_is_one_line_before_anything_runs(case, conv_lora_bundle, tmp_path, capsys):
+    options, message = BAD_OPTIONS[case]
+    a_file = tmp_path / "a_file.txt"
+    a_file.write_text("not a folder")
+    options = [o.replace("{file}", str(a_file)) for o in options]
+    argv = ["--bundle", str(conv_lora_bundle), "--input", str(tmp_path), "--output", str(tmp_path / "out"), "--quiet"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv + options)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and message in err[-1] and "Traceback" not in "\n".join(err), err
+    assert not (tmp_path / "out").exists() and a_file.read_text() == "not a folder"
+
+
+def test_a_cuda_device_on_a_machine_without_one_is_one_line(conv_lora_bundle, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    argv = ["--bundle", str(conv_lora_bundle), "--input", str(tmp_path), "--output", str(tmp_path / "out"),
+            "--device", "cuda:0"]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and "no CUDA device" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_setting_the_network_refuses_is_one_error_line(shared_data, conv_lora_bundle, tmp_path, capsys):
+    scan = shared_data / "msd_hippocampus" / "images" / "hippocampus_001.nii.gz"
+    argv = ["--bundle", str(conv_lora_bundle), "--input", str(scan), "--output", str(tmp_path / "out"), "--quiet",
+            "--backbone", "sam_vit_test", "--set", "lora_rank=abc"]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: the bundle's network cannot be built with these settings"), err

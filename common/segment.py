@@ -15,6 +15,7 @@ import argparse
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import warnings
@@ -135,6 +136,7 @@ def segment_scans(
     except ScanInputError as error:
         raise SegmentationError(str(error)) from error
     output_dir = Path(output_dir)
+    created = [d for d in (output_dir, *output_dir.parents) if not d.exists()]  # removed again if nothing is written
     output_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=output_dir))
     results: dict[str, str] = {}
@@ -166,7 +168,14 @@ def segment_scans(
                 leftover.unlink()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        for folder in created:  # innermost first: a run that wrote nothing leaves no folder behind
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
     return results
+
+
+def _terminate(signum: int, _frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _option_problem(args: argparse.Namespace) -> str | None:
@@ -251,6 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["save_probabilities"] = True
     overrides.update(dict(args.set))
 
+    # SIGTERM (a scheduler, `kill`) ends the run through Python's exception path, so the staging folder of the
+    # case in progress is removed as on an error, instead of staying behind as a hidden .partial-* folder
+    previous_handler = signal.signal(signal.SIGTERM, _terminate)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # MONAI's notices about Orientationd defaults and 2D inputs are not the user's business here
     warnings.filterwarnings("ignore", message=r"(?s).*(Orientationd.__init__:labels|axcodes \()")
@@ -261,6 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SegmentationError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
     failed = {scan: message for scan, message in results.items() if message != "ok"}
     for message in failed.values():
         print(f"error: {message}", file=sys.stderr)

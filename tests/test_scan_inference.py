@@ -315,3 +315,33 @@ def test_a_setting_the_network_refuses_is_one_error_line(shared_data, conv_lora_
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: the bundle's network cannot be built with these settings"), err
+
+
+def test_sigterm_leaves_no_hidden_partial_folder_and_a_failed_start_no_output_folder(
+    shared_data, conv_lora_bundle, tmp_path, monkeypatch, capsys
+):
+    import os
+    import signal
+
+    import common.segment as segment
+
+    out = tmp_path / "out"
+    scan = shared_data / "msd_hippocampus" / "images" / "hippocampus_001.nii.gz"
+
+    def killed_while_segmenting(*args):
+        os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler or `kill` would, in the middle of a case
+        raise AssertionError("SIGTERM should have ended the run")
+
+    monkeypatch.setattr(segment, "_run_case", killed_while_segmenting)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--bundle", str(conv_lora_bundle), "--input", str(scan), "--output", str(out), "--quiet",
+              "--backbone", "sam_vit_test"])  # fmt: skip
+    assert exit_info.value.code == 128 + signal.SIGTERM
+    assert not out.exists() or not list(out.iterdir())  # no .partial-* folder left behind
+    assert signal.getsignal(signal.SIGTERM) is not segment._terminate  # the caller's handler is back
+
+    # a run that fails before segmenting anything (here: no trained weights) creates no output folder
+    nested = tmp_path / "fresh" / "results"
+    assert main(["--bundle", str(conv_lora_bundle), "--input", str(scan), "--output", str(nested), "--quiet",
+                 "--weights", str(tmp_path / "missing.pt")]) == 1  # fmt: skip
+    assert "no trained weights" in capsys.readouterr().err and not (tmp_path / "fresh").exists()

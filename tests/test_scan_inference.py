@@ -177,6 +177,7 @@ BAD_INPUTS = {
     "truncated file": (_truncated, "cannot be read"),
     "4D image": (lambda f: _nifti(f / "four_d.nii.gz", np.zeros((8, 8, 6, 3), np.float32)), "4D series"),
     "1-voxel-thick volume": (lambda f: _nifti(f / "thin.nii.gz", np.zeros((8, 8, 1), np.float32)), "voxel"),
+    "2D NIfTI": (lambda f: _nifti(f / "slice.nii.gz", np.zeros((8, 12), np.float32)), "a 2D image of 8×12 pixels"),
     "NaN voxels": (_nan, "1 NaN"),
     "mixed DICOM series": (_mixed_dicom, "2 DICOM series are mixed"),
     "RGBA image (wrong channel count)": (lambda f: _picture(f / "rgba.png", channels=4), "4 channels"),

@@ -101,6 +101,11 @@ def check_scan(image: torch.Tensor, path: str | os.PathLike, dimension: int, min
     """
     shape = tuple(image.shape)
     if dimension == 3:
+        if len(shape) == 3 and shape[0] == 1:  # a NIfTI / NRRD file that holds one 2D slice
+            raise ScanInputError(
+                f"{path}: a 2D image of {shape[1]}×{shape[2]} pixels stored as a volume file; save it as a 2D image "
+                "(PNG, TIFF) to segment it, or pass a 3D volume"
+            )
         if len(shape) != 4 or shape[0] != 1:
             raise ScanInputError(
                 f"{path}: expected one 3D volume, got an image of shape {shape} (channel first): a 4D series or a "

@@ -185,6 +185,44 @@ BAD_INPUTS = {
 }
 
 
+def test_pictures_are_read_by_their_mode_and_bit_depth(tmp_path):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (30, 44, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    # a palette picture: its colours, not its palette indices (RGB, or grey when the palette is grey)
+    Image.fromarray(rgb).quantize(colors=64).save(tmp_path / "palette.png")
+    palette_rgb = np.asarray(Image.open(tmp_path / "palette.png").convert("RGB"))
+    read = read_scan(tmp_path / "palette.png")
+    assert read.shape == (3, 44, 30) and np.array_equal(np.asarray(read).transpose(2, 1, 0), palette_rgb)
+    grey = rng.integers(0, 255, (30, 44), dtype=np.uint8)
+    Image.fromarray(grey).convert("P").save(tmp_path / "grey_palette.png")
+    assert Image.open(tmp_path / "grey_palette.png").mode == "P"
+    read = read_scan(tmp_path / "grey_palette.png")
+    assert read.shape == (1, 44, 30) and np.array_equal(np.asarray(read[0]).T, grey)
+    Image.fromarray(grey > 127).save(tmp_path / "bilevel.png")  # mode "1"
+    assert set(np.unique(np.asarray(read_scan(tmp_path / "bilevel.png")))) == {0.0, 255.0}
+    # a 16-bit picture using 12 bits: stretched to 0-255 by its own percentiles, not clipped at 255
+    deep = (np.linspace(0, 4095, 30 * 44).reshape(30, 44)).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    read = np.asarray(read_scan(tmp_path / "deep.png"))[0].T
+    assert read.min() == 0.0 and read.max() == 255.0
+    assert (read >= 255).mean() < 0.01 and np.corrcoef(read.ravel(), deep.ravel())[0, 1] > 0.99
+    # an 8-bit picture is read as it is
+    assert np.array_equal(np.asarray(read_scan(tmp_path / "rgb.png")).transpose(2, 1, 0), rgb)
+
+
+def test_a_scan_without_signal_is_segmented_with_a_warning(conv_lora_bundle, tmp_path, caplog):
+    scan = _nifti(tmp_path / "blank.nii.gz", np.zeros((24, 20, 6), np.float32))
+    out = tmp_path / "out"
+    status = main(["--bundle", str(conv_lora_bundle), "--input", str(scan), "--output", str(out), "--quiet",
+                   "--backbone", "sam_vit_test"])  # fmt: skip
+    # (pytest holds the root logger; outside it, common.segment prints WARNING records on stderr)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    warnings = [message for message in warnings if "holds no signal" in message]
+    assert status == 0 and len(warnings) == 1 and str(scan) in warnings[0], warnings
+    assert (out / "blank_seg.nii.gz").is_file()
+
+
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_gets_one_clear_error_and_no_output(case, conv_lora_bundle, tmp_path, capsys):
     make, message = BAD_INPUTS[case]

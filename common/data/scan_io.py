@@ -8,10 +8,12 @@ anything is written, with a message that says what is wrong with which input. :c
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import ITKReader, MetaTensor
@@ -31,6 +33,11 @@ __all__ = [
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: PIL modes of pictures whose values are not 0-255 intensities (palette indices, bilevel pixels) or not 8-bit
+_PALETTE_MODES = ("P", "PA", "1")
+_HIGH_BIT_DEPTH_MODES = ("I", "F", "I;16", "I;16B", "I;16L", "I;16N")
+
+logger = logging.getLogger(__name__)
 
 
 class ScanInputError(ValueError):
@@ -174,8 +181,58 @@ class LoadScand(LoadImaged):
                 f"{names}: cannot be read ({type(error).__name__}: {error}); is the file complete and not corrupted?"
             ) from error
         for key, (path, dimension) in found.items():
+            if dimension == 2:
+                d[key] = picture_intensities(d[key], path)
             check_scan(d[key], path, dimension, self.min_thickness)
+            warn_if_no_signal(d[key], path)
         return d
+
+
+def picture_intensities(image: MetaTensor, path: str | os.PathLike) -> MetaTensor:
+    """The 0-255 grey or RGB intensities of a 2D picture whatever its PIL mode, which the bundles' 0-255 scaling
+    expects: a palette picture gives its colours (grey when the palette is), not its palette indices; a bilevel one
+    0 / 255; a 16-bit or floating-point one is stretched between its own 0.5 and 99.5 percentiles (the rule for MR
+    volumes), not clipped at 255. Each conversion is logged once per picture; 8-bit pictures pass unchanged.
+
+    Args:
+        image: the picture as ``LoadImaged`` read it (``C×W×H``: MONAI's PIL layout, x first).
+        path: its file, whose PIL mode decides.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as picture:
+            mode = picture.mode
+            if mode in _PALETTE_MODES:
+                rgb = np.asarray(picture.convert("RGB"))
+    except (OSError, UnidentifiedImageError):  # a format PIL does not read (ITK read it): its values as they are
+        return image
+    if mode in _PALETTE_MODES:
+        grey = bool((rgb == rgb[..., :1]).all())
+        array = np.moveaxis(rgb[..., 0] if grey else rgb, 0, 1)  # PIL is y-first; MONAI's PILReader layout x-first
+        array = array[None] if grey else np.moveaxis(array, -1, 0)
+        logger.info("%s: a %s picture, read as its %s colours", path, "palette" if mode != "1" else "bilevel",
+                    "grey" if grey else "RGB")  # fmt: skip
+        return MetaTensor(torch.tensor(array, dtype=image.dtype), meta=image.meta)
+    if mode in _HIGH_BIT_DEPTH_MODES:
+        values = torch.as_tensor(image).float()
+        low, high = (float(v) for v in torch.quantile(values.flatten()[:: max(1, values.numel() // 1_000_000)],
+                                                       torch.tensor([0.005, 0.995])))  # fmt: skip
+        stretched = ((values - low) / max(high - low, 1e-12)).clamp(0, 1) * 255.0
+        logger.info("%s: a %s picture (values %g..%g), stretched between its 0.5 and 99.5 percentiles to 0-255",
+                    path, mode, float(values.min()), float(values.max()))  # fmt: skip
+        return MetaTensor(stretched.to(image.dtype), meta=image.meta)
+    return image
+
+
+def warn_if_no_signal(image: torch.Tensor, path: str | os.PathLike) -> None:
+    """Warn when every voxel of a scan has one value: whatever is segmented there is not in the data."""
+    values = torch.as_tensor(image)
+    if values.numel() and float(values.max()) == float(values.min()):
+        logger.warning(
+            "%s: every voxel is %g: the scan holds no signal, so its segmentation means nothing", path,
+            float(values.max()),
+        )
 
 
 def read_scan(path: str | os.PathLike, dimension: int | None = None, min_thickness: int = 2) -> MetaTensor:

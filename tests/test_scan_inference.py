@@ -6,6 +6,8 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -223,6 +225,44 @@ def test_a_scan_without_signal_is_segmented_with_a_warning(conv_lora_bundle, tmp
     assert (out / "blank_seg.nii.gz").is_file()
 
 
+def _bundle_run(bundle: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle run`` of the bundle's own inference.json, as a user types it."""
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "inference.json"),
+               "--bundle_root", str(bundle), *args]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=bundle.parent)
+
+
+def test_inference_json_over_a_folder_segments_the_good_scans_and_reports_the_bad_one(conv_lora_bundle, tmp_path):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    bad = _truncated(scans)
+    _nifti(scans / "scan.nii.gz", np.random.default_rng(0).random((24, 20, 6), dtype=np.float32))
+    out = tmp_path / "out"
+    done = _bundle_run(conv_lora_bundle, "--input", str(scans), "--output_dir", str(out))
+    errors = [line for line in done.stderr.splitlines() + done.stdout.splitlines() if line.startswith("error:")]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert len(errors) == 2 and str(bad) in errors[0] and "cannot be read" in errors[0], errors
+    assert errors[1] == "error: 1 of 2 scan(s) could not be segmented (the error lines above)"
+    assert (out / "scan_seg.nii.gz").is_file() and not list(out.glob("truncated*"))
+
+
+def test_missing_weights_are_one_line_naming_the_file_and_the_command(conv_lora_bundle, tmp_path):
+    scan = _nifti(tmp_path / "scan.nii.gz", np.ones((16, 16, 4), np.float32))
+    bundle = Path(shutil.copytree(conv_lora_bundle, tmp_path / "bundle"))
+    (bundle / "models" / "model.pt").unlink()
+    done = _bundle_run(bundle, "--input", str(scan), "--output_dir", str(tmp_path / "out"))
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert last.startswith(f"error: {bundle / 'models' / 'model.pt'}: no trained adapter") and "train.json" in last
+    shutil.copy(conv_lora_bundle / "models" / "model.pt", bundle / "models" / "model.pt")
+    done = _bundle_run(bundle, "--input", str(scan), "--output_dir", str(tmp_path / "out"), "--backbone", "sam_vit_b")
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "sam_vit_b_01ec64.pth: the backbone's base weights are missing" in last
+    assert f"python -m monai.bundle download_large_files --bundle_path {bundle}" in last
+    assert not (tmp_path / "out").exists()  # nothing was written
+
+
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_gets_one_clear_error_and_no_output(case, conv_lora_bundle, tmp_path, capsys):
     make, message = BAD_INPUTS[case]
@@ -303,7 +343,7 @@ def test_the_four_inference_configs_share_one_scan_pipeline():
     # (window_size is the bundle's own, like its labels: BALR-SAM's shipped adapter segments 64×64 native windows)
     shared = ("input", "datalist", "dimension", "slice_axis", "slice_batch_size", "context_slices", "window_overlap",
               "progress", "keep_largest_component", "save_probabilities", "preprocessing", "inferer",
-              "postprocessing")  # fmt: skip
+              "postprocessing", "finalize")  # fmt: skip
     configs = {
         name: json.loads((REPO_ROOT / "bundles" / name / "configs" / "inference.json").read_text())
         for name in TEST_BACKBONES

@@ -19,7 +19,17 @@ from .logits_to_labels import LogitsToLabelsd
 from .montage import SaveMontaged, label_montage
 from .prompts import SamplePromptsd
 from .save_scan_label import SaveScanLabeld
-from .scan_io import IMAGE_2D_SUFFIXES, VOLUME_SUFFIXES, LoadScand, ScanInputError, list_scans, read_scan
+from .scan_io import (
+    IMAGE_2D_SUFFIXES,
+    VOLUME_SUFFIXES,
+    LoadScand,
+    ScanInputError,
+    ScanList,
+    exit_if_scans_skipped,
+    list_scans,
+    read_scan,
+    readable_scans,
+)
 from .synthetic import make_synthetic_case, make_synthetic_dataset
 from .transforms import AddBackgroundChanneld, LabelValuesToChannelsd, SaveOverlayd, SelectFieldOfViewd
 from .visualize import overlay_masks
@@ -34,12 +44,15 @@ __all__ = [
     "SaveScanLabeld",
     "ScaleScanIntensityd",
     "ScanInputError",
+    "ScanList",
     "VOLUME_SUFFIXES",
     "class_volumes",
     "label_montage",
+    "exit_if_scans_skipped",
     "list_scans",
     "parse_intensity",
     "read_scan",
+    "readable_scans",
     "AddBackgroundChanneld",
     "DATALIST_NAME",
     "IMAGE_SUFFIXES",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 
@@ -23,11 +24,14 @@ __all__ = [
     "IMAGE_2D_SUFFIXES",
     "LoadScand",
     "ScanInputError",
+    "ScanList",
     "VOLUME_SUFFIXES",
     "check_scan",
     "check_scan_path",
+    "exit_if_scans_skipped",
     "list_scans",
     "read_scan",
+    "readable_scans",
     "scan_stem",
 ]
 
@@ -267,6 +271,49 @@ def list_scans(path: str | os.PathLike) -> list[dict[str, str]]:
             f"{', '.join(VOLUME_SUFFIXES + IMAGE_2D_SUFFIXES)})"
         )
     return [{"image": str(p)} for p in scans]
+
+
+class ScanList(list):
+    """Datalist items of the scans that can be segmented; ``skipped`` holds one message per input that cannot."""
+
+    def __init__(self, items=(), skipped: list[str] | None = None) -> None:
+        super().__init__(items)
+        self.skipped = list(skipped or [])
+
+
+def readable_scans(path: str | os.PathLike, dimension: int | None = None) -> ScanList:
+    """:func:`list_scans` for ``python -m monai.bundle run ... --input``: every scan is read and checked first
+    (:func:`read_scan`), one that cannot be segmented is reported on one ``error:`` line and left out, so one bad file
+    in a folder does not stop the others (as ``python -m common.segment``); :func:`exit_if_scans_skipped` in the
+    configs' ``finalize`` then makes the run's exit status 1. Scans are read twice (here and by the evaluator).
+
+    Raises:
+        SystemExit: one ``error:`` line, when ``path`` holds no scan or none of its scans can be segmented.
+    """
+    try:
+        scans = list_scans(path)
+    except ScanInputError as error:
+        raise SystemExit(f"error: {error}") from None
+    readable, skipped = [], []
+    for item in scans:
+        try:
+            read_scan(item["image"], dimension)
+        except ScanInputError as error:
+            print(f"error: {error}", file=sys.stderr)
+            skipped.append(str(error))
+        else:
+            readable.append(item)
+    if not readable:
+        raise SystemExit(f"error: none of the {len(scans)} scan(s) of {path} can be segmented (see above)")
+    return ScanList(readable, skipped)
+
+
+def exit_if_scans_skipped(datalist: list) -> None:
+    """End a run whose :func:`readable_scans` left inputs out with exit status 1 and one line saying how many."""
+    skipped = getattr(datalist, "skipped", [])
+    if skipped:
+        total = len(datalist) + len(skipped)
+        raise SystemExit(f"error: {len(skipped)} of {total} scan(s) could not be segmented (the error lines above)")
 
 
 def scan_stem(image: torch.Tensor) -> str:

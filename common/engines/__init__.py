@@ -4,6 +4,7 @@ from .checkpointing import AtomicCheckpointSaver, TrainingCheckpoint, latest_tra
 from .empty_class_metric import EmptyClassFalsePositiveHandler, EmptyClassFalsePositiveRate
 from .gradient_clipping import GradientClipping
 from .hausdorff_mm import HausdorffDistanceMm
+from .inference_files import require_inference_files
 from .per_image_confusion import PerImageConfusionMatrix
 from .precision import SupervisedEvaluator, SupervisedTrainer, autocast, choose_amp, cpu_has_native_bf16
 from .prompt_propagation import mask_box, propagate_from_prompts
@@ -28,4 +29,5 @@ __all__ = [
     "latest_training_state",
     "mask_box",
     "propagate_from_prompts",
+    "require_inference_files",
 ]

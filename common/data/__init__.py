@@ -31,6 +31,7 @@ from .scan_io import (
     readable_scans,
 )
 from .synthetic import make_synthetic_case, make_synthetic_dataset
+from .training_data import check_labels, training_datalist
 from .transforms import AddBackgroundChanneld, LabelValuesToChannelsd, SaveOverlayd, SelectFieldOfViewd
 from .visualize import overlay_masks
 
@@ -61,6 +62,8 @@ __all__ = [
     "SaveOverlayd",
     "SelectFieldOfViewd",
     "build_datalist",
+    "check_labels",
+    "training_datalist",
     "case_id",
     "find_images",
     "load_datalist",

@@ -57,6 +57,36 @@ def test_bundle_infer_task_returns_a_label_volume_of_the_original_geometry(name,
     assert not [f for f in written if f.relative_to(bundle).parts[0] != "docs"]  # the card's pictures stay
 
 
+def test_a_2d_picture_comes_back_as_a_png_label_map_equal_to_common_segments(tmp_path):
+    # a .jpg study: MONAI Label's writer used the study's format and the label's channel axis (HTTP 500 from ITK's
+    # JPEG writer, or a 1-pixel-wide PNG); served, the bundle hands it a W×H map and asks for a PNG
+    from monailabel.tasks.infer.bundle import BundleInferTask
+    from PIL import Image
+
+    from common.data import ScanInputError
+    from common.segment import segment_scans
+
+    name = "sam2lora_fundus_segmentation"  # the bundle whose default is 2D pictures
+    bundle = _place_bundle(name, tmp_path / "model")
+    study = tmp_path / "studies" / "photo.jpg"
+    study.parent.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 84, 3), dtype=np.uint8)).save(study)
+    task = BundleInferTask(str(bundle), CONF)
+    result_file, _ = task({"image": str(study), "device": "cpu"})
+    assert str(result_file).endswith(".png")
+    served = Image.open(result_file)
+    assert served.size == (84, 60) and served.mode in ("L", "P", "I;16", "I")
+    segment_scans(bundle, study, tmp_path / "segment", progress=False)
+    reference = np.asarray(Image.open(tmp_path / "segment" / "photo_seg.png"))
+    assert np.array_equal(np.asarray(served), reference)  # the same labels as common.segment writes
+    with pytest.raises(Exception) as raised:  # an unknown image id: one clear message, not the server's folder read
+        task({"image": "", "device": "cpu"})
+    error = raised.value
+    while error is not None and not isinstance(error, ScanInputError):  # under MONAI's "applying transform" wrappers
+        error = error.__cause__
+    assert error is not None and "no image path given" in str(error), repr(raised.value)
+
+
 def _datastore_studies(name: str, shared_data: Path, studies: Path) -> str:
     """A MONAI Label datastore folder with final labels (what annotators save from the viewer), of the kind the
     bundle's ``train.json`` trains on: 2D pictures, or for S-SAM and BALR-SAM (whose default is its shipped

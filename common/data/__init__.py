@@ -19,6 +19,7 @@ from .logits_to_labels import LogitsToLabelsd
 from .montage import SaveMontaged, label_montage
 from .prompts import SamplePromptsd
 from .save_scan_label import SaveScanLabeld
+from .served_label import LabelForMonaiLabeld
 from .scan_io import (
     IMAGE_2D_SUFFIXES,
     VOLUME_SUFFIXES,
@@ -38,6 +39,7 @@ from .visualize import overlay_masks
 __all__ = [
     "CT_WINDOWS",
     "IMAGE_2D_SUFFIXES",
+    "LabelForMonaiLabeld",
     "LoadScand",
     "LogitsToLabelsd",
     "SaveClassVolumesd",

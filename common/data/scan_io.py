@@ -68,6 +68,8 @@ def check_scan_path(path: str | os.PathLike, dimension: int | None = None) -> in
         ScanInputError: missing path, empty folder, folder without DICOM or with several series, unsupported suffix,
             a 2D image where 3D is expected or the reverse.
     """
+    if not str(path).strip():  # MONAI Label hands an unknown image id over as "", which would read the current folder
+        raise ScanInputError("no image path given (an unknown image id?)")
     path = Path(path)
     if not path.exists():
         raise ScanInputError(f"{path}: no such file or folder")
@@ -256,6 +258,8 @@ def list_scans(path: str | os.PathLike) -> list[dict[str, str]]:
     Raises:
         ScanInputError: the path does not exist, or a folder holds no scans.
     """
+    if not str(path).strip():  # MONAI Label hands an unknown image id over as "", which would read the current folder
+        raise ScanInputError("no image path given (an unknown image id?)")
     path = Path(path)
     if not path.exists():
         raise ScanInputError(f"{path}: no such file or folder")

@@ -45,7 +45,7 @@ def test_training_on_native_crops_and_inference_in_native_windows(name, tmp_path
     side = get_backbone_spec(TEST_BACKBONES[name]).input_size  # 128: smaller than the pictures
     overrides = {"backbone": TEST_BACKBONES[name], "dataset_dir": str(data), "bundle_root": str(bundle)}
     if name == "s_sam_text_prompted_segmentation":
-        overrides["image_size"] = side  # S-SAM sets its backbone's input size itself (256 by default)
+        overrides["input_size"] = side  # S-SAM sets its backbone's input size itself (256 by default)
     configs = bundle / "configs"
 
     train = bundle_workflow(

@@ -39,7 +39,7 @@ def test_bundle_files_metadata_and_large_files():
     for key in network_keys:
         assert paper.get(key, train[key]) == paper_inference.get(key, inference[key]), key
     # the default serves slices at the size it trained on (padded, never enlarged); the paper's resizes them
-    assert inference["window_size"] == "@image_size" and paper_inference["window_size"] is None
+    assert inference["window_size"] == "@input_size" and paper_inference["window_size"] is None
 
 
 def test_volumes_train_evaluate_infer(bundle_copy, tmp_path):

@@ -94,11 +94,6 @@ TRAINING_ROWS = [
 ]
 
 
-def _size_overrides(method: str, size: int) -> dict:
-    # S-SAM names its input size image_size (the others input_size)
-    return {"image_size": size} if method == "s_sam" else {"input_size": size}
-
-
 def _trainer(method: str, dataset: str, data_dir: Path, work: Path, overrides: dict):
     spec = METHODS[method]
     settings = {
@@ -327,7 +322,7 @@ def write_report(result: dict, output: Path) -> str:
         "before this change). "
         "**fast**: the bundles' defaults now: `amp` chosen by measuring the network (bfloat16 autocast where it is "
         "faster on this CPU), cached deterministic preprocessing (`cache_rate` 1), data-loader workers "
-        "`min(4, cores/2)`; the input size is the `input_size` key (`image_size` in S-SAM).",
+        "`min(4, cores/2)`; the input size is the `input_size` key.",
         "",
         "## Training (samples = 2D pictures or slices per second)",
         "",
@@ -469,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
             continue  # measured by the run this one continues
         row = {"name": name, "method": method, "dataset": dataset}
         for path, size in [("today", 256), *(("fast", s) for s in sizes)]:
-            overrides = {**PATHS[path], **row_overrides, **_size_overrides(method, size)}
+            overrides = {**PATHS[path], **row_overrides, **{"input_size": size}}
             logger.info("training speed: %s, %s path, %d²", name, path, size)
             with released_memory_layout(path == "today"):
                 row[f"{path}_{size}"] = measure_training(method, dataset, data[dataset], overrides, settings.iterations)

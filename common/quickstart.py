@@ -31,6 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.backbones.module_names import in_network
+from common.networks.sam2lora import SAM2LORA_TARGETS
+
 __all__ = ["run_quickstart", "main"]
 
 logger = logging.getLogger("common.quickstart")
@@ -40,14 +43,11 @@ SAMPLES = Path(__file__).resolve().parent / "samples" / "hippocampus"
 #: the bundle whose shipped adapter segments them (bundles/ of the repository clone)
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "balr_sam_segmentation"
 
-# SAM2LoRA's placement (image-encoder qkv + decoder attention projections), written for the prompt-free network,
-# whose backbone sits under "sam.".
-LORA_TARGETS = [
-    r"sam\.image_encoder\..*attn\.qkv",
-    r"sam\.(sam_)?mask_decoder\.transformer\..*(q|k|v|out)_proj",
-]
+# SAM2LoRA's placement on LiteMedSAM (image-encoder qkv + decoder attention projections), in the coordinates of the
+# prompt-free network, whose backbone sits under "sam.".
+LORA_TARGETS = [in_network(pattern) for pattern in SAM2LORA_TARGETS["tiny_vit"]]
 # Without prompts the decoder must learn what to segment: its output tokens are trained too (a few thousand values).
-EXTRA_TRAINABLE = {"decoder_output_tokens": [r"sam\.(sam_)?mask_decoder\.(mask_tokens|iou_token)"]}
+EXTRA_TRAINABLE = {"decoder_output_tokens": [in_network(r"mask_decoder\.(mask_tokens|iou_token)")]}
 
 
 def _transforms(train: bool):

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .module_names import decoder_name, encoder_family
+
 __all__ = [
     "ImageFeatures",
     "decode_masks",
@@ -44,7 +46,7 @@ class ImageFeatures:
 
 def mask_decoder_of(sam: nn.Module) -> nn.Module:
     """The mask decoder module (``mask_decoder`` in SAM, ``sam_mask_decoder`` in SAM2)."""
-    return sam.sam_mask_decoder if hasattr(sam, "sam_mask_decoder") else sam.mask_decoder
+    return getattr(sam, decoder_name(sam))
 
 
 def prompt_encoder_of(sam: nn.Module) -> nn.Module:
@@ -64,15 +66,6 @@ def encode_image(sam: nn.Module, image: torch.Tensor) -> ImageFeatures:
     batch = image.shape[0]
     maps = [f.permute(1, 2, 0).reshape(batch, -1, *size) for f, size in zip(vision_feats, feat_sizes)]
     return ImageFeatures(embedding=maps[-1], high_res=maps[:-1] if sam.use_high_res_features_in_sam else [])
-
-
-def encoder_family(sam: nn.Module) -> str:
-    """The image encoder's architecture family, which fixes its module names: ``"sam_vit"`` (SAM ViT-B/L/H),
-    ``"tiny_vit"`` (LiteMedSAM) or ``"hiera"`` (SAM2)."""
-    encoder = sam.image_encoder
-    if hasattr(encoder, "trunk"):
-        return "hiera"
-    return "tiny_vit" if hasattr(encoder, "layers") else "sam_vit"
 
 
 def prompt_free_embeddings(sam: nn.Module, features: ImageFeatures) -> tuple[torch.Tensor, torch.Tensor]:

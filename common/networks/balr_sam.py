@@ -26,6 +26,7 @@ from common.backbones.forward import (
     prompt_encoder_of,
     run_decoder_transformer,
 )
+from common.backbones.module_names import ENCODER_FAMILIES, decoder_name, encoder_layers, in_network
 
 from .detail_enhancement import DetailEnhancementNet
 from .low_rank_attention import replace_decoder_attention
@@ -37,11 +38,7 @@ logger = logging.getLogger(__name__)
 
 #: per encoder family: each block's attention output projection (adapter after MHSA) and the MLP's last linear
 #: (adapter on the MLP residual branch)
-BALR_ADAPTER_TARGETS = {
-    "sam_vit": [r"image_encoder\.blocks\.\d+\.(attn\.proj|mlp\.lin2)"],
-    "tiny_vit": [r"image_encoder\.layers\.\d+\.blocks\.\d+\.(attn\.proj|mlp\.fc2)"],
-    "hiera": [r"image_encoder\.trunk\.blocks\.\d+\.(attn\.proj|mlp\.layers\.1)"],
-}
+BALR_ADAPTER_TARGETS = {family: [encoder_layers(family, "attn_out", "mlp_out")] for family in ENCODER_FAMILIES}
 
 
 class BalrSamNet(SamSegmentationNet):
@@ -98,7 +95,7 @@ class BalrSamNet(SamSegmentationNet):
         self.num_classes = num_classes
         self.family = encoder_family(self.sam)
         decoder = mask_decoder_of(self.sam)
-        self.decoder_prefix = "sam.sam_mask_decoder" if hasattr(self.sam, "sam_mask_decoder") else "sam.mask_decoder"
+        self.decoder_prefix = in_network(decoder_name(self.sam))
         self.adapted_layers = (
             inject_adapters(
                 self.sam, BottleneckConfig(rank=adapter_rank, target_modules=BALR_ADAPTER_TARGETS[self.family])

@@ -17,13 +17,14 @@ from common.backbones.forward import (
     prompt_free_embeddings,
     run_decoder_transformer,
 )
+from common.backbones.module_names import ENCODER_FAMILIES, decoder_name, encoder_layers, in_network
 
 from .sam_segmentation_net import SamSegmentationNet
 
 __all__ = ["ConvLoraSamNet", "CONV_LORA_TARGETS"]
 
 #: the fused qkv of every image-encoder block (SAM ViT, LiteMedSAM's TinyViT and SAM2's Hiera all name it so)
-CONV_LORA_TARGETS = [r"image_encoder\..*attn\.qkv"]
+CONV_LORA_TARGETS = [encoder_layers(family, "qkv") for family in ENCODER_FAMILIES]
 
 
 class ConvLoraSamNet(SamSegmentationNet):
@@ -86,7 +87,7 @@ class ConvLoraSamNet(SamSegmentationNet):
             ),
         )
         decoder = mask_decoder_of(self.sam)
-        self.decoder_prefix = "sam.sam_mask_decoder" if hasattr(self.sam, "sam_mask_decoder") else "sam.mask_decoder"
+        self.decoder_prefix = in_network(decoder_name(self.sam))
         p = self.decoder_prefix
         # the decoder parts that shape the mask (SAM2's conv_s0/conv_s1/obj_score_token where present); not the IoU
         # head, nor the three multimask hypernetworks this prompt-free single-mask decoder never uses

@@ -18,6 +18,7 @@ from common.backbones.forward import (
     prompt_encoder_of,
     run_decoder_transformer,
 )
+from common.backbones.module_names import ENCODER_FAMILIES, decoder_name, encoder_layers, encoder_neck, in_network
 from common.text_encoders import TextEncoder, build_text_encoder
 
 from .logit_calibration import LogitCalibration
@@ -30,15 +31,8 @@ logger = logging.getLogger(__name__)
 
 #: linear layers of every encoder block and the neck convolutions, per backbone family (module names in the model)
 S_SAM_SVD_TARGETS = {
-    "sam_vit": [r"image_encoder\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.lin[12])", r"image_encoder\.neck\.[02]"],
-    "tiny_vit": [
-        r"image_encoder\.layers\.\d+\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc[12])",
-        r"image_encoder\.neck\.[02]",
-    ],
-    "hiera": [
-        r"image_encoder\.trunk\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.layers\.[01])",
-        r"image_encoder\.neck\.convs\.\d+\.conv",
-    ],
+    family: [encoder_layers(family, "qkv", "attn_out", "mlp_in", "mlp_out"), encoder_neck(family)]
+    for family in ENCODER_FAMILIES
 }
 
 
@@ -46,20 +40,19 @@ def s_sam_trainable_groups(sam: nn.Module, prefix: str = "sam") -> dict[str, lis
     """The parameters S-SAM trains besides the SVD scales and shifts, as ``configure_trainable`` groups: the encoder
     blocks' LayerNorms, the mask decoder transformer's LayerNorms, and the absolute position embedding (ViT, Hiera;
     TinyViT has none)."""
-    p = rf"{prefix}\.image_encoder"
     family = encoder_family(sam)
-    decoder = "sam_mask_decoder" if hasattr(sam, "sam_mask_decoder") else "mask_decoder"
+    decoder = decoder_name(sam)
     groups = {
-        "decoder_layernorms": [rf"{prefix}\.{decoder}\.transformer\.(layers\.\d+\.norm[1-4]|norm_final_attn)"],
+        "decoder_layernorms": [
+            in_network(rf"{decoder}\.transformer\.(layers\.\d+\.norm[1-4]|norm_final_attn)", prefix)
+        ],
+        "encoder_layernorms": [in_network(encoder_layers(family, "norms"), prefix)],
     }
+    # the absolute position embedding (ViT, Hiera; TinyViT has none)
     if family == "sam_vit":
-        groups["encoder_layernorms"] = [rf"{p}\.blocks\.\d+\.norm[12]"]
-        groups["pos_embed"] = [rf"{p}\.pos_embed"]
-    elif family == "tiny_vit":
-        groups["encoder_layernorms"] = [rf"{p}\.layers\.\d+\.blocks\.\d+\.(attn|mlp)\.norm"]
-    else:
-        groups["encoder_layernorms"] = [rf"{p}\.trunk\.blocks\.\d+\.norm[12]"]
-        groups["pos_embed"] = [rf"{p}\.trunk\.pos_embed(_window)?"]
+        groups["pos_embed"] = [in_network(r"image_encoder\.pos_embed", prefix)]
+    elif family == "hiera":
+        groups["pos_embed"] = [in_network(r"image_encoder\.trunk\.pos_embed(_window)?", prefix)]
     return groups
 
 

@@ -12,6 +12,12 @@ from torch import nn
 from common.adapters import LoraConfig, configure_trainable, inject_adapters
 from common.backbones import DEFAULT_CHECKPOINT
 from common.backbones.forward import ImageFeatures, decode_with_skips, mask_decoder_of, prompt_encoder_of
+from common.backbones.module_names import (
+    DECODER_ATTENTION_PROJECTIONS,
+    ENCODER_FAMILIES,
+    encoder_family,
+    encoder_layers,
+)
 
 from .encoder_skip_fusion import SKIP_TAPS, EncoderSkipFusion
 from .sam_segmentation_net import SamSegmentationNet
@@ -19,11 +25,14 @@ from .sam_segmentation_net import SamSegmentationNet
 __all__ = ["Sam2LoraNet", "SAM2LORA_TARGETS"]
 
 # The paper's placement, per backbone family (module names relative to the backbone, i.e. without "sam.").
+# Every encoder block's fused qkv + q/k/v/out of the two-way transformer's 7 attentions (28 Linears); the paper's
+# Hiera, and the same on SAM-style backbones (SAM ViT blocks, LiteMedSAM's TinyViT blocks).
 SAM2LORA_TARGETS: dict[str, list[str]] = {
-    # every Hiera block's fused qkv + q/k/v/out of the two-way transformer's 7 attentions (28 Linears)
-    "sam2": [r"image_encoder\.trunk\.blocks\.\d+\.attn\.qkv", r"sam_mask_decoder\.transformer\..*(q|k|v|out)_proj"],
-    # the same on SAM-style backbones (SAM ViT blocks, LiteMedSAM's TinyViT blocks)
-    "sam": [r"image_encoder\..*attn\.qkv", r"mask_decoder\.transformer\..*(q|k|v|out)_proj"],
+    family: [
+        encoder_layers(family, "qkv"),
+        rf"{'sam_mask_decoder' if family == 'hiera' else 'mask_decoder'}\.{DECODER_ATTENTION_PROJECTIONS}",
+    ]
+    for family in ENCODER_FAMILIES
 }
 
 
@@ -64,7 +73,7 @@ class Sam2LoraNet(SamSegmentationNet):
         num_outputs: int = 1,
     ) -> None:
         super().__init__(backbone, checkpoint=checkpoint, image_size=image_size, num_outputs=num_outputs)
-        targets = list(lora_targets) if lora_targets is not None else SAM2LORA_TARGETS[self.spec.family]
+        targets = list(lora_targets) if lora_targets is not None else SAM2LORA_TARGETS[encoder_family(self.sam)]
         self.lora_targets = targets
         self.adapted_layers = inject_adapters(
             self.sam, LoraConfig(rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout, target_modules=targets)

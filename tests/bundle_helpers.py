@@ -121,10 +121,11 @@ def bundle_with_test_weights(name: str, parent: Path, settings: dict | None = No
     return bundle
 
 
-#: synthetic data in each bundle's default layout: 2D pictures, 3D volumes with two structures for S-SAM and BALR-SAM
-#: (their train.json samples slices; BALR-SAM's default is its shipped hippocampus adapter's configuration)
+#: synthetic data in each bundle's default layout: 2D pictures (SAM2LoRA's fundus), 3D volumes with two structures for
+#: the others (their default train.json is the shipped hippocampus adapter's configuration: it samples slices)
 _VOLUMES = {"spatial_dims": 3, "num_classes": 2, "shape": (40, 48, 8)}
-_DEFAULT_LAYOUT = {"s_sam_text_prompted_segmentation": _VOLUMES, "balr_sam_segmentation": _VOLUMES}
+_HIPPOCAMPUS_DEFAULTS = ("s_sam_text_prompted_segmentation", "balr_sam_segmentation", "conv_lora_sam_segmentation")
+_DEFAULT_LAYOUT = {name: _VOLUMES for name in _HIPPOCAMPUS_DEFAULTS}
 
 
 def bundle_and_synthetic_data(name: str, parent: Path, num_val: int = 1) -> tuple[Path, Path]:

@@ -1,5 +1,5 @@
-"""Conv-LoRA bundle: files, metadata, and train → evaluate → infer via ConfigWorkflow, binary (2D) and multi-class
-(3D volumes by slice sampling)."""
+"""Conv-LoRA bundle: files, metadata, and train → evaluate → infer via ConfigWorkflow: the default multi-class
+configuration (3D volumes by slice sampling, the shipped adapter's), the paper's binary 2D one and multi-class 2D."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ BUNDLE = REPO_ROOT / "bundles" / "conv_lora_sam_segmentation"
 
 
 def test_bundle_files_metadata_and_large_files():
-    extra = ["multiclass.json", "multiclass_inference.json", "multiclass_2d.json", "merged_inference.json"]
-    extra += ["native_patches.json"]
+    extra = ["paper.json", "paper_inference.json", "multiclass_2d.json", "multiclass_2d_inference.json"]
+    extra += ["merged_inference.json", "native_patches.json"]
     check_bundle_files(BUNDLE, extra, "sam_vit_h")
 
 
@@ -29,7 +29,9 @@ def test_binary_train_evaluate_infer(bundle_copy, tmp_path):
     make_synthetic_dataset(data, spatial_dims=2, num_classes=1, num_train=4, num_val=2, num_test=2)
     configs = bundle_copy / "configs"
     overrides = {"backbone": "sam_vit_test", "dataset_dir": str(data)}
-    train = bundle_workflow(configs, ["train.json"], "train", **overrides, **{"train#trainer#max_epochs": 1})
+    train = bundle_workflow(
+        configs, ["train.json", "paper.json"], "train", **overrides, **{"train#trainer#max_epochs": 1}
+    )
     train.initialize()
     assert train.check_properties() == []
     net = train.parser.get_parsed_content("network")
@@ -42,14 +44,15 @@ def test_binary_train_evaluate_infer(bundle_copy, tmp_path):
     checkpoint = torch.load(bundle_copy / "models" / "model.pt", weights_only=True)
     assert any(".experts." in k for k in checkpoint) and not any(k.endswith("qkv.weight") for k in checkpoint)
 
-    run_workflow(bundle_workflow(configs, ["train.json", "evaluate.json"], "train", **overrides))
+    run_workflow(bundle_workflow(configs, ["train.json", "evaluate.json", "paper.json"], "train", **overrides))
     metrics = dict(line.split(",") for line in (bundle_copy / "eval" / "metrics.csv").read_text().splitlines())
     assert set(metrics) == {"val_mean_dice", "val_mean_iou", "val_hd95"}
     assert len((bundle_copy / "eval" / "val_mean_dice_raw.csv").read_text().splitlines()) == 1 + 2
     assert len(list((bundle_copy / "eval" / "predictions").glob("*_seg.png"))) == 2
 
     out = tmp_path / "infer"
-    run_workflow(bundle_workflow(configs, ["inference.json"], "infer", **overrides, output_dir=str(out)))
+    inference = ["inference.json", "paper_inference.json"]
+    run_workflow(bundle_workflow(configs, inference, "infer", **overrides, output_dir=str(out)))
     masks = sorted(out.glob("*_seg.png"))
     assert len(masks) == 2
     source = data / "images" / masks[0].name.replace("_seg", "")
@@ -63,14 +66,14 @@ def test_multiclass_3d_train_evaluate_infer(bundle_copy, tmp_path):
     overrides = {"backbone": "sam_vit_test", "dataset_dir": str(data)}
     train = run_workflow(
         bundle_workflow(
-            configs, ["train.json", "multiclass.json"], "train", **overrides, **{"train#trainer#max_epochs": 1}
+            configs, ["train.json"], "train", **overrides, **{"train#trainer#max_epochs": 1}
         )
     )
     net = train.parser.get_parsed_content("network")
     assert net.num_classes == 2 and net.parameter_report.groups["multiclass_head"] > 0
     assert (bundle_copy / "models" / "model.pt").is_file()
 
-    run_workflow(bundle_workflow(configs, ["train.json", "evaluate.json", "multiclass.json"], "train", **overrides))
+    run_workflow(bundle_workflow(configs, ["train.json", "evaluate.json"], "train", **overrides))
     eval_dir = bundle_copy / "eval"
     raw = (eval_dir / "val_mean_dice_raw.csv").read_text().splitlines()
     assert raw[0].split(",")[1:] == ["class0", "class1", "mean"] and len(raw) == 1 + 2  # per class, per volume
@@ -80,7 +83,7 @@ def test_multiclass_3d_train_evaluate_infer(bundle_copy, tmp_path):
     out = tmp_path / "infer"
     run_workflow(
         bundle_workflow(
-            configs, ["inference.json", "multiclass_inference.json"], "infer", **overrides, output_dir=str(out)
+            configs, ["inference.json"], "infer", **overrides, output_dir=str(out)
         )
     )
     volumes = sorted(out.glob("*_seg.nii.gz"))
@@ -110,13 +113,13 @@ def test_litemedsam_multiclass_path_on_real_hippocampus(shared_data, bundle_copy
     run_workflow(
         bundle_workflow(
             configs,
-            ["train.json", "multiclass.json"],
+            ["train.json"],
             "train",
             **overrides,
             **{"train#trainer#max_epochs": 1, "train#trainer#epoch_length": 2},
         )
     )
-    run_workflow(bundle_workflow(configs, ["train.json", "evaluate.json", "multiclass.json"], "train", **overrides))
+    run_workflow(bundle_workflow(configs, ["train.json", "evaluate.json"], "train", **overrides))
     raw = (bundle_copy / "eval" / "val_mean_dice_raw.csv").read_text().splitlines()
     assert len(raw) == 1 + 1 and raw[0].endswith("class0,class1,mean")
     prediction = sorted((bundle_copy / "eval" / "predictions").glob("*_seg.nii.gz"))[0]
@@ -131,10 +134,12 @@ def test_multiclass_2d_train_and_evaluate(bundle_copy, tmp_path):
     overrides = {"backbone": "sam_vit_test", "dataset_dir": str(data)}
     run_workflow(
         bundle_workflow(
-            configs, ["train.json", "multiclass_2d.json"], "train", **overrides, **{"train#trainer#max_epochs": 1}
+            configs, ["train.json", "paper.json", "multiclass_2d.json"], "train", **overrides,
+            **{"train#trainer#max_epochs": 1},
         )
     )
-    run_workflow(bundle_workflow(configs, ["train.json", "evaluate.json", "multiclass_2d.json"], "train", **overrides))
+    evaluate = ["train.json", "evaluate.json", "paper.json", "multiclass_2d.json"]
+    run_workflow(bundle_workflow(configs, evaluate, "train", **overrides))
     raw = (bundle_copy / "eval" / "val_mean_dice_raw.csv").read_text().splitlines()
     assert raw[0].split(",")[1:] == ["class0", "class1", "mean"] and len(raw) == 1 + 2
     labels = [np.asarray(Image.open(p)) for p in sorted((bundle_copy / "eval" / "predictions").glob("*_seg.png"))]
@@ -142,7 +147,8 @@ def test_multiclass_2d_train_and_evaluate(bundle_copy, tmp_path):
     out = tmp_path / "infer"
     run_workflow(
         bundle_workflow(
-            configs, ["inference.json", "multiclass_inference.json"], "infer", **overrides, output_dir=str(out)
+            configs, ["inference.json", "paper_inference.json", "multiclass_2d_inference.json"], "infer", **overrides,
+            output_dir=str(out),
         )
     )
     masks = sorted(out.glob("*_seg.png"))

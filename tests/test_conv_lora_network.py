@@ -101,8 +101,14 @@ def test_multiclass_network_semantic_output():
         out = net(torch.rand(2, 1, 40, 52))
     assert out.shape == (2, 3, 40, 52)
     assert net.last_class_logits.shape == (2, 5, 3) and net.last_mask_logits.shape[:2] == (2, 5)
-    assert out.min() >= 0 and out.max() <= 1
-    assert torch.allclose(out[:, 0], 1 - out[:, 1:].amax(1))  # channel 0: background = 1 - max class score
+    # softmax logits of the semantic scores: sum_q softmax(class_q)[:K] * sigmoid(mask_q), background 1 - max
+    classes = net.last_class_logits.softmax(-1)[..., :-1]
+    semantic = net.postprocess(torch.einsum("bqk,bqhw->bkhw", classes, net.last_mask_logits.sigmoid()), 40, 52)
+    scores = torch.cat([1 - semantic.clamp(0, 1).amax(1, keepdim=True), semantic.clamp(0, 1)], dim=1)
+    probabilities = out.softmax(1)
+    assert torch.allclose(probabilities.sum(1), torch.ones(2, 40, 52))
+    assert torch.allclose(probabilities, scores / scores.sum(1, keepdim=True), atol=1e-5)
+    assert torch.equal(out.argmax(1), scores.argmax(1))  # the label map is the scores'
     # queries start near the pretrained single-mask token, distinct from one another
     token = net.sam.mask_decoder.mask_tokens.weight[0]
     offsets = net.query_tokens - token

@@ -89,12 +89,12 @@ def test_a_2d_picture_comes_back_as_a_png_label_map_equal_to_common_segments(tmp
 
 def _datastore_studies(name: str, shared_data: Path, studies: Path) -> str:
     """A MONAI Label datastore folder with final labels (what annotators save from the viewer), of the kind the
-    bundle's ``train.json`` trains on: 2D pictures, or for S-SAM and BALR-SAM (whose default is its shipped
-    hippocampus adapter's configuration) real hippocampus volumes. Returns the extension."""
+    bundle's ``train.json`` trains on: 2D pictures for SAM2LoRA's fundus default, real hippocampus volumes for the
+    others (whose default is their shipped hippocampus adapter's configuration). Returns the extension."""
     from common.data import make_synthetic_dataset
 
     (studies / "labels" / "final").mkdir(parents=True)
-    if name in ("s_sam_text_prompted_segmentation", "balr_sam_segmentation"):
+    if name != "sam2lora_fundus_segmentation":
         for case in ("hippocampus_001", "hippocampus_003", "hippocampus_004", "hippocampus_006"):
             shutil.copy(shared_data / "msd_hippocampus" / "images" / f"{case}.nii.gz", studies)
             shutil.copy(shared_data / "msd_hippocampus" / "labels" / f"{case}.nii.gz", studies / "labels" / "final")
@@ -183,7 +183,8 @@ def test_a_real_monai_label_server_segments_a_study_over_http(shared_data, tmp_p
         else:
             info = None
         assert info is not None, (tmp_path / "server.log").read_text()[-3000:]
-        assert info["models"]["conv_lora_sam_segmentation"]["labels"] == {"lesion": 1}
+        labels = info["models"]["conv_lora_sam_segmentation"]["labels"]
+        assert labels == {"anterior hippocampus": 1, "posterior hippocampus": 2}  # the shipped adapter's
         response = requests.post(
             f"{url}/infer/conv_lora_sam_segmentation",
             params={"image": "hippocampus_001", "output": "image"},
@@ -193,7 +194,7 @@ def test_a_real_monai_label_server_segments_a_study_over_http(shared_data, tmp_p
         (tmp_path / "result.nii.gz").write_bytes(response.content)
         result, source = nib.load(tmp_path / "result.nii.gz"), nib.load(study)
         assert result.shape == source.shape and np.allclose(result.affine, source.affine, atol=1e-6)
-        assert set(np.unique(np.asarray(result.dataobj))) <= {0, 1}
+        assert set(np.unique(np.asarray(result.dataobj))) <= {0, 1, 2}
         # the interactive task: a click on slice 17, propagated both ways
         assert info["models"]["sam2lora_prompts"]["type"] == "deepgrow"
         response = requests.post(

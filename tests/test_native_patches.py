@@ -17,11 +17,13 @@ from common.data import make_synthetic_dataset
 PICTURE_CONFIGS = {
     "sam2lora_fundus_segmentation": ["train.json"],
     "balr_sam_segmentation": ["train.json", "paper.json"],
-    "conv_lora_sam_segmentation": ["train.json"],
+    "conv_lora_sam_segmentation": ["train.json", "paper.json"],
     "s_sam_text_prompted_segmentation": ["train.json", "images_2d.json"],
 }
 #: and the configs that segment 2D pictures with what they trained
-PICTURE_INFERENCE = {"balr_sam_segmentation": ["inference.json", "paper_inference.json"]}
+PICTURE_INFERENCE = {
+    name: ["inference.json", "paper_inference.json"] for name in ("balr_sam_segmentation", "conv_lora_sam_segmentation")
+}
 
 
 def _run_recording_inputs(workflow) -> list[tuple[bool, tuple[int, ...]]]:

@@ -22,7 +22,7 @@ from common.segment import load_bundle_for_inference, main, segment_scans
 
 # an oracle "network" for geometry checks: with intensity "none" its logits are the voxel values, so the label map
 # written must be exactly (input > 0) on the input's own grid, whatever reorientation happened in between
-IDENTITY = {"network_def": {"_target_": "torch.nn.Identity"}, "intensity": "none"}
+IDENTITY = {"network_def": {"_target_": "torch.nn.Identity"}, "intensity": "none", "output_rule": "sigmoid_argmax"}
 
 
 class CentreChannel(torch.nn.Module):

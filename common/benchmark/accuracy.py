@@ -125,8 +125,9 @@ METHODS = {
     ),
     "conv_lora": MethodSpec(
         "conv_lora_sam_segmentation",
-        {"chase_db1": ["train.json"], "msd_hippocampus": ["train.json", "multiclass.json"]},
-        {"chase_db1": ["inference.json"], "msd_hippocampus": ["inference.json", "multiclass_inference.json"]},
+        # as BALR-SAM: the default configuration is the shipped hippocampus adapter's; 2D pictures the paper's
+        {"chase_db1": ["train.json", "paper.json"], "msd_hippocampus": ["train.json"]},
+        {"chase_db1": ["inference.json", "paper_inference.json"], "msd_hippocampus": ["inference.json"]},
         {"chase_db1": _labels(VESSEL_LABELS), "msd_hippocampus": _labels(HIPPOCAMPUS_LABELS)},
     ),
     "unet": MethodSpec(

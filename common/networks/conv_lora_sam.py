@@ -35,9 +35,10 @@ class ConvLoraSamNet(SamSegmentationNet):
     * Multi-class (``num_classes=K > 1``): ``num_queries`` mask tokens (copies of the pretrained mask token 0) share
       the first hypernetwork MLP; a class head ``Linear(C → K+1)`` (last = "no object") scores each token. Training
       matches tokens to ground-truth class masks (``common.losses.MaskClassificationLoss``, which reads
-      ``last_class_logits`` and ``last_mask_logits``); ``forward`` returns the semantic probabilities
-      ``Σ_q softmax(class_q)[:K] · sigmoid(mask_q)`` as ``B×(K+1)×H×W`` with channel 0 = 1 − max over classes
-      ("background"), so ``AsDiscreted(argmax=True)`` yields the label map.
+      ``last_class_logits`` and ``last_mask_logits``); ``forward`` returns ``B×(K+1)×H×W`` softmax logits (the
+      output convention of every multi-class head here): their softmax is the semantic scores
+      ``Σ_q softmax(class_q)[:K] · sigmoid(mask_q)`` with channel 0 = 1 − max over classes ("background"), made to
+      sum to one, so ``AsDiscreted(argmax=True)`` yields the label map and a softmax the probabilities.
 
     Trainable: every Conv-LoRA parameter, the whole mask decoder except the IoU head (and the class head and query
     tokens in the multi-class case); the prompt encoder and the image encoder stay frozen.
@@ -158,7 +159,7 @@ class ConvLoraSamNet(SamSegmentationNet):
         point_coords: torch.Tensor | None = None,
         point_labels: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Binary: logits ``B×1×H×W`` and IoU ``B×1``. Multi-class: probabilities ``B×(K+1)×H×W`` (see the class
+        """Binary: logits ``B×1×H×W`` and IoU ``B×1``. Multi-class: softmax logits ``B×(K+1)×H×W`` (see the class
         docstring) and an empty ``B×0`` IoU tensor."""
         if self.num_classes == 1:
             return super().forward_with_iou(image, boxes, point_coords, point_labels)
@@ -174,5 +175,9 @@ class ConvLoraSamNet(SamSegmentationNet):
         semantic = torch.einsum("bqk,bqhw->bkhw", classes.softmax(-1)[..., :-1], masks.sigmoid())
         semantic = self.postprocess(semantic, height, width).clamp(0, 1)
         background = 1 - semantic.amax(dim=1, keepdim=True)
+        scores = torch.cat([background, semantic], dim=1)
+        # log-scores: a softmax of them gives the scores normalised to sum to one (the argmax is the scores'), so this
+        # head answers in the same convention as BALR-SAM's K+1 logits and output_rule "softmax" reads it truthfully
+        logits = scores.clamp_min(torch.finfo(scores.dtype).tiny).log()
         # no IoU head in the multi-class decoder: the IoU slot of the interface stays empty
-        return torch.cat([background, semantic], dim=1), classes.new_zeros((image.shape[0], 0))
+        return logits, classes.new_zeros((image.shape[0], 0))

@@ -1,0 +1,78 @@
+"""The four bundles are one family: bundles are self-contained (model-zoo style), so each carries its own copy of
+what they share, and this test fails as soon as one copy drifts from the others (the scan pipeline of
+inference.json has its own test in test_scan_inference.py)."""
+
+from __future__ import annotations
+
+import json
+
+from bundle_helpers import REPO_ROOT, TEST_BACKBONES
+
+BUNDLES = sorted(TEST_BACKBONES)
+#: the bundles whose default configuration is their shipped MSD hippocampus adapter
+HIPPOCAMPUS_DEFAULTS = ["balr_sam_segmentation", "conv_lora_sam_segmentation", "s_sam_text_prompted_segmentation"]
+#: train.json ids every bundle defines with one value: folders, device and precision, data loading and caching,
+#: checkpointing and resuming, the optimiser, validation's saver, handlers and post-processing tail
+SHARED_TRAIN_IDS = [
+    "amp", "backbone_checkpoint", "batch_size", "bundle_root", "cache_rate", "checkpoint_interval", "ckpt_dir",
+    "device", "initialize", "network", "num_workers", "optimizer", "output_dir", "resume", "run", "train#dataloader",
+    "train#dataset", "train#inferer", "val_interval", "validate#best_model_saver", "validate#dataloader",
+    "validate#dataset", "validate#handlers", "validate#postprocessing", "validate#save_transforms",
+]  # fmt: skip
+
+
+def _config(name: str, file: str) -> dict:
+    return json.loads((REPO_ROOT / "bundles" / name / "configs" / file).read_text())
+
+
+def _get(config: dict, config_id: str):
+    for part in config_id.split("#"):
+        config = config[part]
+    return config
+
+
+def test_files_every_bundle_carries_unchanged_are_identical():
+    for file in ("logging.conf", "merged_inference.json"):
+        texts = {name: (REPO_ROOT / "bundles" / name / "configs" / file).read_text() for name in BUNDLES}
+        assert len(set(texts.values())) == 1, f"{file} differs between bundles"
+
+
+def test_multi_gpu_configs_differ_only_in_unused_parameters():
+    # the one allowed difference: Conv-LoRA's unchosen experts get no gradient in some iterations, S-SAM has none
+    configs = {name: _config(name, "multi_gpu_train.json") for name in BUNDLES}
+    for config in configs.values():
+        network = config["network"]
+        config["network"] = {k: v for k, v in network.items() if k not in ("find_unused_parameters", "_desc_")}
+    reference = configs[BUNDLES[0]]
+    for name, config in configs.items():
+        assert config == reference, name
+
+
+def test_train_configs_share_their_common_parts():
+    configs = {name: _config(name, "train.json") for name in BUNDLES}
+    for config_id in SHARED_TRAIN_IDS:
+        values = {name: json.dumps(_get(config, config_id), sort_keys=True) for name, config in configs.items()}
+        assert len(set(values.values())) == 1, f"{config_id} differs: {values}"
+
+
+def _same(configs: dict, config_id: str) -> str:
+    values = {name: json.dumps(_get(config, config_id), sort_keys=True) for name, config in configs.items()}
+    assert len(set(values.values())) == 1, f"{config_id} differs: {values}"
+    return next(iter(values.values()))
+
+
+def test_the_hippocampus_defaults_declare_one_dataset_and_one_input():
+    train = {name: _config(name, "train.json") for name in HIPPOCAMPUS_DEFAULTS}
+    infer = {name: _config(name, "inference.json") for name in HIPPOCAMPUS_DEFAULTS}
+    meta = {name: _config(name, "metadata.json")["network_data_format"]["inputs"]["image"] for name in train}
+    # one input size, trained, segmented (windows of that size) and declared alike
+    for name in HIPPOCAMPUS_DEFAULTS:
+        assert train[name]["input_size"] == infer[name]["input_size"] == 64, name
+        assert infer[name]["window_size"] == "@input_size", name
+        assert meta[name]["spatial_shape"] == [64, 64] and meta[name]["num_channels"] == 1, name
+    for config_id in ("backbone", "dataset_dir", "label_names", "label_values", "slice_size", "samples_per_volume",
+                      "learning_rate", "validate#dataset", "validate#evaluator"):  # fmt: skip
+        _same(train, config_id)
+    _same(infer, "intensity")
+    for config_id in ("backbone", "label_names", "dataset_dir"):  # what inference assumes is what was trained
+        assert _same(infer, config_id) == _same(train, config_id), config_id

@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
             continue  # measured by the run this one continues
         row = {"name": name, "method": method, "dataset": dataset}
         for path, size in [("today", 256), *(("fast", s) for s in sizes)]:
-            overrides = {**PATHS[path], **row_overrides, **{"input_size": size}}
+            overrides = {**PATHS[path], **row_overrides, "input_size": size}
             logger.info("training speed: %s, %s path, %d²", name, path, size)
             with released_memory_layout(path == "today"):
                 row[f"{path}_{size}"] = measure_training(method, dataset, data[dataset], overrides, settings.iterations)

@@ -77,7 +77,8 @@ def build(kind: str, backbone: str, image_size: int | None, overrides: dict | No
         return network
     configs = REPO_BUNDLES / METHODS[kind] / "configs"
     parser = ConfigParser()
-    # the paper's setting where a bundle's default is another (the shipped hippocampus adapters of BALR-SAM, S-SAM, Conv-LoRA)
+    # the paper's setting where a bundle's default is another (the shipped hippocampus adapters of BALR-SAM,
+    # S-SAM and Conv-LoRA)
     parser.read_config([str(f) for f in (configs / "train.json", configs / "paper.json") if f.is_file()])
     parser.update({"backbone": backbone, "backbone_checkpoint": None, "bundle_root": str(REPO_BUNDLES / METHODS[kind])})
     parser.update(overrides or {})

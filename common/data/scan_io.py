@@ -54,6 +54,16 @@ def _dicom_series(folder: Path) -> tuple[str, ...]:
     return tuple(itk.GDCMSeriesFileNames.New(Directory=str(folder)).GetSeriesUIDs())
 
 
+def _existing_path(path: str | os.PathLike) -> Path:
+    """``path`` as a ``Path`` that exists, or the one error that says it does not."""
+    if not str(path).strip():  # MONAI Label hands an unknown image id over as "", which would read the current folder
+        raise ScanInputError("no image path given (an unknown image id?)")
+    path = Path(path)
+    if not path.exists():
+        raise ScanInputError(f"{path}: no such file or folder")
+    return path
+
+
 def check_scan_path(path: str | os.PathLike, dimension: int | None = None) -> int:
     """Check what can be checked before reading, and say whether ``path`` is a 2D image or a 3D volume.
 
@@ -68,11 +78,7 @@ def check_scan_path(path: str | os.PathLike, dimension: int | None = None) -> in
         ScanInputError: missing path, empty folder, folder without DICOM or with several series, unsupported suffix,
             a 2D image where 3D is expected or the reverse.
     """
-    if not str(path).strip():  # MONAI Label hands an unknown image id over as "", which would read the current folder
-        raise ScanInputError("no image path given (an unknown image id?)")
-    path = Path(path)
-    if not path.exists():
-        raise ScanInputError(f"{path}: no such file or folder")
+    path = _existing_path(path)
     if path.is_dir():
         if not any(p.is_file() for p in path.iterdir()):
             raise ScanInputError(f"{path}: the folder is empty")
@@ -258,11 +264,7 @@ def list_scans(path: str | os.PathLike) -> list[dict[str, str]]:
     Raises:
         ScanInputError: the path does not exist, or a folder holds no scans.
     """
-    if not str(path).strip():  # MONAI Label hands an unknown image id over as "", which would read the current folder
-        raise ScanInputError("no image path given (an unknown image id?)")
-    path = Path(path)
-    if not path.exists():
-        raise ScanInputError(f"{path}: no such file or folder")
+    path = _existing_path(path)
     if path.is_file():
         return [{"image": str(path)}]
     entries = sorted(path.iterdir())

@@ -18,45 +18,48 @@ from pathlib import Path
 import numpy as np
 
 from .datalist import DATALIST_NAME, load_datalist
+from .scan_io import IMAGE_2D_SUFFIXES
 
 __all__ = ["check_labels", "training_datalist"]
 
 logger = logging.getLogger(__name__)
 _SHOWN = 5  # problems listed one per line; the rest counted
+_PICTURE_SUFFIXES = (*IMAGE_2D_SUFFIXES, ".gif")
 
 
-def _read_label(path: Path) -> tuple[np.ndarray, tuple[int, ...]]:
-    """The label's values and its spatial shape (x first, as MONAI's readers lay pictures out)."""
-    name = path.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
-        import nibabel as nib
-
-        array = np.asarray(nib.load(str(path)).dataobj)
-        return array, array.shape[:3]
-    if name.endswith((".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")):
-        from PIL import Image
-
-        with Image.open(path) as picture:
-            return np.asarray(picture), picture.size
-    from monai.transforms import LoadImage
-
-    array = np.asarray(LoadImage(image_only=True)(str(path)))
-    return array, array.shape
+def _is_picture(path: Path) -> bool:
+    return path.name.lower().endswith(_PICTURE_SUFFIXES)
 
 
-def _image_shape(path: Path) -> tuple[int, ...] | None:
-    """The image's spatial shape from its header where that is cheap (NIfTI, pictures); None otherwise."""
-    name = path.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
+def _spatial_shape(path: Path) -> tuple[int, ...] | None:
+    """The spatial shape from the file's header where that is cheap (NIfTI; pictures x first, as MONAI's readers lay
+    them out); None otherwise."""
+    if path.name.lower().endswith((".nii", ".nii.gz")):
         import nibabel as nib
 
         return tuple(nib.load(str(path)).shape[:3])
-    if name.endswith((".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")):
+    if _is_picture(path):
         from PIL import Image
 
         with Image.open(path) as picture:
             return picture.size
     return None
+
+
+def _values(path: Path) -> np.ndarray:
+    """The label's voxel values (a picture as PIL gives them: palette indices are the label values)."""
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        return np.asarray(nib.load(str(path)).dataobj)
+    if _is_picture(path):
+        from PIL import Image
+
+        with Image.open(path) as picture:
+            return np.asarray(picture)
+    from monai.transforms import LoadImage
+
+    return np.asarray(LoadImage(image_only=True)(str(path)))
 
 
 def check_labels(items: Iterable[dict], label_values: Iterable[int]) -> list[str]:
@@ -74,7 +77,7 @@ def check_labels(items: Iterable[dict], label_values: Iterable[int]) -> list[str
             problems.append(f"{item.get('image', item)}: no 'label' in its datalist entry (a training case needs one)")
             continue
         label = Path(item["label"])
-        values, shape = _read_label(label)
+        values = _values(label)
         found = {int(v) for v in np.unique(values)} if values.dtype.kind in "biu" else set(np.unique(values).tolist())
         outside = sorted(v for v in found if v not in allowed)
         if outside:
@@ -84,10 +87,11 @@ def check_labels(items: Iterable[dict], label_values: Iterable[int]) -> list[str
                 f"(this configuration's labels are {sorted(allowed - {0})}, 0 = background){hint}"
             )
             continue
-        if values.ndim == 3 and label.name.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif")):
+        if values.ndim == 3 and _is_picture(label):
             problems.append(f"{label}: a {values.shape[-1]}-channel picture; a label map has one channel (grey)")
             continue
-        image_shape = _image_shape(Path(item["image"])) if "image" in item else None
+        shape = _spatial_shape(label) or values.shape
+        image_shape = _spatial_shape(Path(item["image"])) if "image" in item else None
         if image_shape is not None and tuple(image_shape) != tuple(shape):
             problems.append(f"{label}: shape {tuple(shape)} differs from its image's {tuple(image_shape)}")
     return problems

@@ -76,3 +76,41 @@ def test_the_hippocampus_defaults_declare_one_dataset_and_one_input():
     _same(infer, "intensity")
     for config_id in ("backbone", "label_names", "dataset_dir"):  # what inference assumes is what was trained
         assert _same(infer, config_id) == _same(train, config_id), config_id
+
+
+#: (bundle, inference overlays on top of inference.json, extra settings) → the rule its network must declare
+OUTPUT_RULE_CASES = [
+    ("balr_sam_segmentation", [], {}, "softmax"),
+    ("balr_sam_segmentation", ["paper_inference.json"], {}, "sigmoid_argmax"),
+    ("balr_sam_segmentation", ["synapse_inference.json"], {}, "softmax"),
+    ("conv_lora_sam_segmentation", [], {}, "softmax"),
+    ("conv_lora_sam_segmentation", ["paper_inference.json"], {}, "sigmoid_argmax"),
+    ("conv_lora_sam_segmentation", ["paper_inference.json", "multiclass_2d_inference.json"], {}, "softmax"),
+    ("s_sam_text_prompted_segmentation", [], {}, "sigmoid_argmax"),
+    ("s_sam_text_prompted_segmentation", ["paper_inference.json"], {}, "sigmoid_argmax"),
+    ("sam2lora_fundus_segmentation", [], {}, "sigmoid_argmax"),
+    ("sam2lora_fundus_segmentation", ["hippocampus_inference.json"], {}, "sigmoid_argmax"),
+    # optic disc ⊃ cup
+    ("sam2lora_fundus_segmentation", [], {"label_groups": [[1, 2], [2]], "label_names": {"1": "disc", "2": "cup"}},
+     "sigmoid_sum"),
+]
+
+
+def test_every_inference_config_takes_its_output_rule_from_the_network():
+    import torch
+    from monai.bundle import ConfigParser
+
+    for name, overlays, settings, expected in OUTPUT_RULE_CASES:
+        for overlay in overlays:  # no overlay restates what the network declares
+            assert "output_rule" not in _config(name, overlay), (name, overlay)
+        parser = ConfigParser()
+        parser.read_config([str(REPO_ROOT / "bundles" / name / "configs" / f) for f in ["inference.json", *overlays]])
+        parser.update({"backbone": TEST_BACKBONES[name], "backbone_checkpoint": None, **settings})
+        network = parser.get_parsed_content("network")
+        rule = parser.get_parsed_content("output_rule")
+        assert rule == network.output_rule == expected, (name, overlays, rule)
+        # the rule fits the head: a softmax head has a background channel on top of the named classes
+        with torch.no_grad():
+            channels = network.eval()(torch.rand(1, 3, 32, 32)).shape[1]
+        classes = len(parser.get_parsed_content("label_names"))
+        assert channels == (classes + 1 if rule == "softmax" else classes), (name, overlays, channels, classes)

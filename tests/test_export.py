@@ -20,7 +20,7 @@ from common.segment import load_bundle_for_inference
 
 #: adapter layers that cannot be folded stay (BALR's bottleneck adapters, Conv-LoRA's experts)
 KEEPS_ADAPTER_LAYERS = {"balr_sam_segmentation": True, "conv_lora_sam_segmentation": True}
-BINARY = {"conv_lora_sam_segmentation": {"label_names": {"1": "lesion"}, "output_rule": "sigmoid_argmax"}}
+BINARY = {"conv_lora_sam_segmentation": {"label_names": {"1": "lesion"}}}
 
 
 def _trained_bundle(name, parent):

@@ -179,3 +179,22 @@ def test_montage_shows_labelled_slices_in_a_grid():
         for col in range(3):
             tile = sheet[row * tile_h : (row + 1) * tile_h, col * tile_w : (col + 1) * tile_w]
             assert (tile[..., 1] > tile[..., 0]).any()
+
+
+def test_output_rule_of_reads_the_network_and_sigmoid_rule_the_label_groups():
+    from torch import nn
+
+    from common.data import output_rule_of, sigmoid_rule
+    from common.networks import ResizedInputNet
+
+    assert sigmoid_rule([[1]]) == sigmoid_rule([[1], [2]]) == sigmoid_rule([[1, 2], [1, 2]]) == "sigmoid_argmax"
+    assert sigmoid_rule([[1, 2], [2]]) == "sigmoid_sum"
+    baseline = ResizedInputNet(nn.Conv2d(3, 2, 1), 16, output_rule="softmax")
+    wrapped = nn.Module()
+    wrapped.module = baseline  # how DistributedDataParallel holds it
+    assert output_rule_of(baseline) == output_rule_of(wrapped) == "softmax"
+    with pytest.raises(ValueError, match="Identity declares no output_rule: give the config's output_rule"):
+        output_rule_of(nn.Identity())
+    baseline.output_rule = "max"
+    with pytest.raises(ValueError, match="output_rule must be one of"):
+        output_rule_of(baseline)

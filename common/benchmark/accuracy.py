@@ -147,6 +147,7 @@ def baseline_network(image_channels: int) -> dict:
     return {
         "_target_": "common.networks.ResizedInputNet",
         "input_size": "@input_size",
+        "output_rule": "$common.data.sigmoid_rule(@label_groups)",
         "network": {
             "_target_": "monai.networks.nets.UNet",
             "spatial_dims": 2,

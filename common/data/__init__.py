@@ -15,7 +15,7 @@ from .datalist import (
     write_datalist,
 )
 from .intensity import CT_WINDOWS, ScaleScanIntensityd, parse_intensity
-from .logits_to_labels import LogitsToLabelsd
+from .logits_to_labels import OUTPUT_RULES, LogitsToLabelsd, output_rule_of, sigmoid_rule
 from .montage import SaveMontaged, label_montage
 from .prompts import SamplePromptsd
 from .save_scan_label import SaveScanLabeld
@@ -42,6 +42,7 @@ __all__ = [
     "LabelForMonaiLabeld",
     "LoadScand",
     "LogitsToLabelsd",
+    "OUTPUT_RULES",
     "SaveClassVolumesd",
     "SaveMontaged",
     "SaveScanLabeld",
@@ -71,7 +72,9 @@ __all__ = [
     "load_datalist",
     "make_synthetic_case",
     "make_synthetic_dataset",
+    "output_rule_of",
     "overlay_masks",
+    "sigmoid_rule",
     "split_cases",
     "write_datalist",
 ]

@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
+from torch import nn
 
-__all__ = ["LogitsToLabelsd"]
+__all__ = ["OUTPUT_RULES", "LogitsToLabelsd", "output_rule_of", "sigmoid_rule"]
 
-_RULES = ("softmax", "sigmoid_argmax", "sigmoid_sum")
+OUTPUT_RULES = ("softmax", "sigmoid_argmax", "sigmoid_sum")
+
+
+def output_rule_of(network: nn.Module) -> str:
+    """The output rule a network declares (its ``output_rule``; through DDP's ``module`` wrapper), checked against
+    :data:`OUTPUT_RULES`: what every inference config reads instead of restating it."""
+    inner = getattr(network, "module", network)
+    rule = getattr(inner, "output_rule", None)
+    if rule is None:
+        raise ValueError(
+            f"{type(inner).__name__} declares no output_rule: give the config's output_rule "
+            f"(one of {', '.join(OUTPUT_RULES)})"
+        )
+    if rule not in OUTPUT_RULES:
+        raise ValueError(f"{type(inner).__name__}.output_rule must be one of {', '.join(OUTPUT_RULES)}, got {rule!r}")
+    return rule
+
+
+def sigmoid_rule(label_groups: Sequence[Sequence[int]]) -> str:
+    """The sigmoid rule for one output channel per label group: ``"sigmoid_sum"`` when each group holds the next
+    (nested structures: optic disc ⊃ cup, so label = how many channels pass), else ``"sigmoid_argmax"``."""
+    groups = [set(group) for group in label_groups]
+    nested = len(groups) > 1 and all(outer > inner for outer, inner in zip(groups, groups[1:]))
+    return "sigmoid_sum" if nested else "sigmoid_argmax"
 
 
 class LogitsToLabelsd(MapTransform):
@@ -39,8 +63,8 @@ class LogitsToLabelsd(MapTransform):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        if rule not in _RULES:
-            raise ValueError(f"rule must be one of {', '.join(_RULES)}, got {rule!r}")
+        if rule not in OUTPUT_RULES:
+            raise ValueError(f"rule must be one of {', '.join(OUTPUT_RULES)}, got {rule!r}")
         self.rule = rule
         self.threshold = threshold
         self.probabilities_key = probabilities_key

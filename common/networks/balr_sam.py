@@ -133,6 +133,11 @@ class BalrSamNet(SamSegmentationNet):
         logger.info("BALR-SAM on %s: %s", self.spec.name, self.parameter_report)
 
     @property
+    def output_rule(self) -> str:
+        """``"softmax"`` over K+1 logits (channel 0 background) for K > 1 classes, else one sigmoid."""
+        return "softmax" if self.num_classes > 1 else "sigmoid_argmax"
+
+    @property
     def num_tokens(self) -> int:
         return self.class_tokens.shape[0]
 

@@ -112,6 +112,11 @@ class ConvLoraSamNet(SamSegmentationNet):
         self.last_class_logits: torch.Tensor | None = None
         self.last_mask_logits: torch.Tensor | None = None
 
+    @property
+    def output_rule(self) -> str:
+        """``"softmax"`` over K+1 logits (channel 0 background) for K > 1 classes, else one sigmoid."""
+        return "softmax" if self.num_classes > 1 else "sigmoid_argmax"
+
     def auxiliary_loss(self) -> torch.Tensor:
         """Sum of the Conv-LoRA balance losses of the last forward (what the training loss adds)."""
         return auxiliary_loss(self)

@@ -21,14 +21,16 @@ class ResizedInputNet(nn.Module):
     Args:
         network: a 2D network taking ``B×C×S×S`` and returning ``B×K×S×S``.
         input_size: S.
+        output_rule: how its logits become labels (``common.data.OUTPUT_RULES``), as every network here declares.
 
     Input ``B×C×H×W``, output ``B×K×H×W``.
     """
 
-    def __init__(self, network: nn.Module, input_size: int) -> None:
+    def __init__(self, network: nn.Module, input_size: int, output_rule: str = "sigmoid_argmax") -> None:
         super().__init__()
         if input_size < 1:
             raise ValueError(f"input_size must be positive, got {input_size}")
+        self.output_rule = output_rule
         self.network = network
         self.input_size = int(input_size)
 

@@ -58,6 +58,9 @@ class Sam2LoraNet(SamSegmentationNet):
             LiteMedSAM; SAM2 has its own path; plain SAM ViT has no multi-scale stages to tap).
         image_size: backbone input size (default: native).
         num_outputs: structures segmented at once (1 vessel; 2 optic disc and cup), see ``SamSegmentationNet``.
+        output_rule: ``"sigmoid_argmax"`` (separate structures, e.g. two hippocampus parts) or ``"sigmoid_sum"``
+            (nested ones: optic disc ⊃ cup); ``common.data.sigmoid_rule(label_groups)`` picks it from the label
+            groups.
     """
 
     def __init__(
@@ -71,8 +74,13 @@ class Sam2LoraNet(SamSegmentationNet):
         multiscale_fusion: bool | None = None,
         image_size: int | None = None,
         num_outputs: int = 1,
+        output_rule: str = "sigmoid_argmax",
     ) -> None:
         super().__init__(backbone, checkpoint=checkpoint, image_size=image_size, num_outputs=num_outputs)
+        if output_rule not in ("sigmoid_argmax", "sigmoid_sum"):
+            # its outputs are SAM's mask tokens, each its own sigmoid: a softmax over them would mean nothing
+            raise ValueError(f"output_rule must be 'sigmoid_argmax' or 'sigmoid_sum', got {output_rule!r}")
+        self.output_rule = output_rule
         targets = list(lora_targets) if lora_targets is not None else SAM2LORA_TARGETS[encoder_family(self.sam)]
         self.lora_targets = targets
         self.adapted_layers = inject_adapters(

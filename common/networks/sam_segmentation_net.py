@@ -36,7 +36,14 @@ class SamSegmentationNet(nn.Module):
         keep_aspect_ratio: resize along the long side and pad (default: as the backbone was trained).
         num_outputs: output channels K. K = 1 uses SAM's single-mask output token; K = 2 or 3 uses its multimask
             tokens 1..K, one per structure (e.g. optic disc and cup), as SAM-based multi-structure models do.
+
+    Every network of the project says how its logits become a label map in ``output_rule`` (one of
+    ``common.data.OUTPUT_RULES``, applied by ``common.data.LogitsToLabelsd``); inference configs read it from the
+    network (``common.data.output_rule_of``) instead of restating it. Here: ``"sigmoid_argmax"``, one independent
+    sigmoid per output channel; subclasses with a K+1 softmax head answer ``"softmax"``.
     """
+
+    output_rule: str = "sigmoid_argmax"
 
     def __init__(
         self,

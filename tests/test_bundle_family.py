@@ -114,3 +114,25 @@ def test_every_inference_config_takes_its_output_rule_from_the_network():
             channels = network.eval()(torch.rand(1, 3, 32, 32)).shape[1]
         classes = len(parser.get_parsed_content("label_names"))
         assert channels == (classes + 1 if rule == "softmax" else classes), (name, overlays, channels, classes)
+
+
+def test_each_bundle_declares_its_dataset_configs_and_the_benchmark_reads_them():
+    import pytest
+
+    from common.benchmark.accuracy import DATASETS, METHODS, dataset_configs
+
+    for name in BUNDLES:
+        declared = _config(name, "metadata.json")["dataset_configs"]
+        datasets = [key for key in declared if key != "_desc_"]
+        assert set(DATASETS) <= set(datasets), name  # every bundle runs on the comparison's datasets
+        for dataset in datasets:
+            train, inference = declared[dataset]["train"], declared[dataset]["inference"]
+            assert train[0] == "train.json" and inference[0] == "inference.json", (name, dataset)
+            for file in train + inference:
+                assert (REPO_ROOT / "bundles" / name / "configs" / file).is_file(), (name, dataset, file)
+    for method, spec in METHODS.items():
+        for dataset in DATASETS:
+            declared = _config(spec.bundle, "metadata.json")["dataset_configs"][dataset]
+            assert dataset_configs(method, dataset) == (declared["train"], declared["inference"])
+    with pytest.raises(ValueError, match="declares no dataset_configs for 'kvasir_seg'"):
+        dataset_configs("sam2lora", "kvasir_seg")

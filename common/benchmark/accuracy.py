@@ -28,7 +28,7 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ from common.benchmark.case_metrics import vessel_metrics, volume_metrics
 from common.benchmark.pictures import save_learning_curve, truth_overlay
 from common.cli import config_override
 
-__all__ = ["DATASETS", "METHODS", "run_accuracy", "main"]
+__all__ = ["DATASETS", "METHODS", "dataset_configs", "run_accuracy", "main"]
 
 logger = logging.getLogger("common.benchmark.accuracy")
 
@@ -87,57 +87,32 @@ DATASETS = {
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """How one method is trained and served per dataset: the bundle, its config files (train and inference), the
-    overrides that set the dataset's labels (both), and those for inference only."""
+    """One method of the comparison: its bundle (whose ``metadata.json`` declares, under ``dataset_configs``, the
+    config files that train and serve each dataset) and whether it is the from-scratch baseline, which runs through
+    that bundle's configs with MONAI's ``UNet`` as its network."""
 
     bundle: str
-    train_configs: dict
-    inference_configs: dict
-    overrides: dict = field(default_factory=dict)
-    inference_overrides: dict = field(default_factory=dict)
     baseline: bool = False
 
 
-def _labels(names: dict) -> dict:
-    return {"label_names": names}
-
-
 METHODS = {
-    "sam2lora": MethodSpec(
-        "sam2lora_fundus_segmentation",
-        {"chase_db1": ["train.json"], "msd_hippocampus": ["train.json", "hippocampus.json"]},
-        {"chase_db1": ["inference.json"], "msd_hippocampus": ["inference.json", "hippocampus_inference.json"]},
-        {"chase_db1": _labels(VESSEL_LABELS)},
-    ),
-    "balr_sam": MethodSpec(
-        "balr_sam_segmentation",
-        # its default configuration is the hippocampus one (the shipped adapter); 2D pictures are the paper's
-        {"chase_db1": ["train.json", "paper.json"], "msd_hippocampus": ["train.json"]},
-        {"chase_db1": ["inference.json", "paper_inference.json"], "msd_hippocampus": ["inference.json"]},
-        {"chase_db1": _labels(VESSEL_LABELS), "msd_hippocampus": _labels(HIPPOCAMPUS_LABELS)},
-    ),
-    "s_sam": MethodSpec(
-        "s_sam_text_prompted_segmentation",
-        # as BALR-SAM: the default configuration is the shipped hippocampus adapter's; 2D pictures the paper's
-        {"chase_db1": ["train.json", "paper.json", "images_2d.json"], "msd_hippocampus": ["train.json"]},
-        {"chase_db1": ["inference.json", "paper_inference.json"], "msd_hippocampus": ["inference.json"]},
-        {"chase_db1": _labels(VESSEL_LABELS), "msd_hippocampus": _labels(HIPPOCAMPUS_LABELS)},
-    ),
-    "conv_lora": MethodSpec(
-        "conv_lora_sam_segmentation",
-        # as BALR-SAM: the default configuration is the shipped hippocampus adapter's; 2D pictures the paper's
-        {"chase_db1": ["train.json", "paper.json"], "msd_hippocampus": ["train.json"]},
-        {"chase_db1": ["inference.json", "paper_inference.json"], "msd_hippocampus": ["inference.json"]},
-        {"chase_db1": _labels(VESSEL_LABELS), "msd_hippocampus": _labels(HIPPOCAMPUS_LABELS)},
-    ),
-    "unet": MethodSpec(
-        "sam2lora_fundus_segmentation",
-        {"chase_db1": ["train.json"], "msd_hippocampus": ["train.json", "hippocampus.json"]},
-        {"chase_db1": ["inference.json"], "msd_hippocampus": ["inference.json", "hippocampus_inference.json"]},
-        {"chase_db1": _labels(VESSEL_LABELS)},
-        baseline=True,
-    ),
+    "sam2lora": MethodSpec("sam2lora_fundus_segmentation"),
+    "balr_sam": MethodSpec("balr_sam_segmentation"),
+    "s_sam": MethodSpec("s_sam_text_prompted_segmentation"),
+    "conv_lora": MethodSpec("conv_lora_sam_segmentation"),
+    "unet": MethodSpec("sam2lora_fundus_segmentation", baseline=True),
 }
+
+
+def dataset_configs(method: str, dataset: str) -> tuple[list[str], list[str]]:
+    """The training and the inference config files (in ``configs/``, in the order they are read) that the bundle of
+    ``method`` declares for ``dataset`` in its ``metadata.json`` (``dataset_configs``)."""
+    bundle = METHODS[method].bundle
+    declared = json.loads((REPO_ROOT / "bundles" / bundle / "configs" / "metadata.json").read_text())
+    entry = declared.get("dataset_configs", {}).get(dataset)
+    if entry is None:
+        raise ValueError(f"{bundle}/configs/metadata.json declares no dataset_configs for {dataset!r}")
+    return list(entry["train"]), list(entry["inference"])
 
 
 def baseline_network(image_channels: int) -> dict:
@@ -203,7 +178,7 @@ def _run_overrides(method: str, dataset: str, run_dir: Path, data_dir: Path, set
     overrides = {"bundle_root": str(run_dir / "bundle"), "dataset_dir": str(data_dir), "backbone": settings.backbone}
     if settings.device:
         overrides["device"] = f"$torch.device({settings.device!r})"
-    overrides.update(spec.overrides.get(dataset, {}))
+    overrides["label_names"] = DATASETS[dataset].label_names
     if spec.baseline:
         overrides["network_def"] = baseline_network(DATASETS[dataset].image_channels)
     overrides.update(settings.overrides)
@@ -213,6 +188,15 @@ def _run_overrides(method: str, dataset: str, run_dir: Path, data_dir: Path, set
 def _native(dataset: str, settings: argparse.Namespace) -> bool:
     """Whether this run trains on native-resolution crops and segments in native windows."""
     return DATASETS[dataset].native_resolution and not settings.whole_pictures
+
+
+def _input_overlay(method: str, dataset: str, settings: argparse.Namespace) -> list[str]:
+    """The overlay that sets how large pictures reach the network: ``native_patches.json`` (native-resolution crops),
+    or for ``--whole_pictures`` the bundle's ``whole_pictures.json`` where its default trains on crops (SAM2LoRA)."""
+    if _native(dataset, settings):
+        return ["native_patches.json"]
+    whole = REPO_ROOT / "bundles" / METHODS[method].bundle / "configs" / "whole_pictures.json"
+    return [whole.name] if DATASETS[dataset].native_resolution and whole.is_file() else []
 
 
 def _budget(iterations: int, val_every: int) -> dict:
@@ -250,7 +234,7 @@ def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: ar
         )
     if spec.baseline:
         overrides.update({"loss#iou_weight": 0.0, "loss#iou_source": None, "learning_rate": 1e-3})
-    configs = [*spec.train_configs[dataset], *(["native_patches.json"] if _native(dataset, settings) else [])]
+    configs = [*dataset_configs(method, dataset)[0], *_input_overlay(method, dataset, settings)]
     parser = _read_configs(bundle_dir, configs, overrides)
     parser.get_parsed_content("initialize")
     trainer = parser.get_parsed_content("train#trainer")
@@ -316,12 +300,10 @@ def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: ar
 def predict(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: argparse.Namespace) -> float:
     """Segment the test cases with the bundle's ``inference.json`` and the trained weights (label maps and
     probabilities under ``run_dir/predictions``); returns the seconds it took."""
-    spec = METHODS[method]
     bundle_dir = run_dir / "bundle"
     limit = f"[:{settings.max_test_cases}]" if settings.max_test_cases else ""
     overrides = {
         **_run_overrides(method, dataset, run_dir, data_dir, settings),
-        **spec.inference_overrides.get(dataset, {}),
         "datalist": f"$common.data.load_datalist(@dataset_dir, 'testing'){limit}",
         "output_dir": str(run_dir / "predictions"),
         "save_probabilities": True,
@@ -329,7 +311,9 @@ def predict(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: 
     }
     if _native(dataset, settings):
         overrides["window_size"] = "$@network.input_size"  # the crop size native_patches.json trained on
-    parser = _read_configs(bundle_dir, spec.inference_configs[dataset], overrides)
+    elif DATASETS[dataset].native_resolution:
+        overrides["window_size"] = None  # whole pictures, resized by the network as in training
+    parser = _read_configs(bundle_dir, dataset_configs(method, dataset)[1], overrides)
     started = time.perf_counter()
     parser.get_parsed_content("initialize")
     parser.get_parsed_content("evaluator").run()
@@ -580,8 +564,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--whole_pictures",
         action="store_true",
-        help="CHASE_DB1: train and segment whole pictures shrunk to the backbone input (the bundles' default) instead "
-        "of native-resolution crops and windows",
+        help="CHASE_DB1: train and segment whole pictures shrunk to the backbone input (the papers' way; SAM2LoRA "
+        "through its whole_pictures.json) instead of native-resolution crops and windows",
     )
     parser.add_argument(
         "--resume",

@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import json
 import logging
-import math
 import os
 import sys
 import tempfile
@@ -32,7 +31,14 @@ from pathlib import Path
 
 import torch
 
-from common.benchmark.accuracy import DATASETS, DEFAULT_DATA_ROOT, METHODS, _read_configs, prepare_dataset
+from common.benchmark.accuracy import (
+    DATASETS,
+    DEFAULT_DATA_ROOT,
+    METHODS,
+    _read_configs,
+    dataset_configs,
+    prepare_dataset,
+)
 from common.benchmark.efficiency import cpu_model
 from common.engines.precision import PRECISION_ENV, cpu_flags, cpu_has_native_bf16, cpu_info
 
@@ -103,10 +109,10 @@ def _trainer(method: str, dataset: str, data_dir: Path, work: Path, overrides: d
         "device": "$torch.device('cpu')",
         "output_dir": str(work / "logs"),
         "val_interval": 10**6,
-        **spec.overrides.get(dataset, {}),
+        "label_names": DATASETS[dataset].label_names,
         **overrides,
     }
-    parser = _read_configs(REPO_ROOT / "bundles" / spec.bundle, spec.train_configs[dataset], settings)
+    parser = _read_configs(REPO_ROOT / "bundles" / spec.bundle, dataset_configs(method, dataset)[0], settings)
     parser.get_parsed_content("initialize")
     return parser
 

@@ -27,6 +27,8 @@ def no_native_bf16(monkeypatch):
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
     monkeypatch.delenv(precision.PRECISION_ENV, raising=False)
     monkeypatch.setattr(precision, "_CHOICES", {})
+    # said once per process: on a CPU without native bfloat16 an earlier test of the session has said it already
+    precision._log_no_native_bf16.cache_clear()
 
 
 def _train(name: str, tmp_path, amp: bool, iterations: int = 2):

@@ -271,7 +271,7 @@ def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: ar
     started = time.perf_counter()
     trainer.run()
     key_metric = evaluator.state.key_metric_name
-    validated = curve.metrics.get(key_metric, [])
+    validated = _curve()["metrics"].get(key_metric, [])  # with a resumed run's earlier validations
     if not validated or validated[-1][0] != trainer.state.iteration:
         # a budget stopped the trainer before its epoch-end validation: validate the last weights too (the
         # best-model saver keeps them only if they are better)

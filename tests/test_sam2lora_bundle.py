@@ -25,8 +25,9 @@ def _workflow(files, workflow_type, configs=CONFIGS, **override):
 def test_bundle_files_metadata_and_large_files():
     check_bundle_files(
         BUNDLE,
-        ["hippocampus.json", "hippocampus_inference.json", "merged_inference.json", "native_patches.json"],
-        "sam2.1_hiera_l",
+        ["hippocampus.json", "hippocampus_inference.json", "merged_inference.json", "native_patches.json",
+         "paper.json", "paper_inference.json", "whole_pictures.json"],
+        "sam2.1_hiera_l",  # the paper's backbone: large_files.yml fetches its checkpoint
     )
 
 
@@ -102,7 +103,9 @@ def trained_bundle(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(bundle_root)
     try:
-        train = _workflow(["train.json"], "train", configs=configs, **overrides, **{"train#trainer#max_epochs": 1})
+        train = _workflow(
+            ["train.json"], "train", configs=configs, **overrides, **{"train#trainer#max_epochs": 1, "epoch_length": 2}
+        )
         train.initialize()
         assert train.check_properties() == []
         net = train.parser.get_parsed_content("network")
@@ -193,7 +196,7 @@ def test_prompted_training_mode_runs(tmp_path):
         bundle_root=str(tmp_path / "bundle"),
         prompt_mode="points+box",
         num_workers=0,
-        **{"train#trainer#max_epochs": 1},
+        **{"train#trainer#max_epochs": 1, "epoch_length": 2},
     )
     train.initialize()
     seen = []
@@ -209,13 +212,14 @@ def test_prompted_training_mode_runs(tmp_path):
     train.finalize()
     assert seen and all(b is not None and p is not None for b, p in seen)
     boxes = seen[0][0]
-    assert boxes.shape == (2, 4) and not torch.equal(boxes[0], boxes[1])  # one box per image, each its own
+    assert boxes.shape == (8, 4) and not torch.equal(boxes[0], boxes[1])  # one box per crop (2 pictures × 4)
 
 
 @pytest.mark.slow
 def test_litemedsam_path_on_real_chase_db1(shared_data, tmp_path):
     # the real-data path end to end on CPU: datalist from the released layout, LiteMedSAM's real weights, two
-    # training iterations, evaluation of the 8 test images inside their fields of view
+    # training iterations, evaluation of the 8 test images inside their fields of view; whole pictures, so that 12
+    # pictures are segmented in seconds (the default's native windows on real weights: test_shipped_adapters.py)
     from common.data.fundus import prepare_fundus_datalist
 
     data = tmp_path / "chase"
@@ -231,7 +235,7 @@ def test_litemedsam_path_on_real_chase_db1(shared_data, tmp_path):
         "num_workers": 0,
     }
     train = _workflow(
-        ["train.json"],
+        ["train.json", "whole_pictures.json"],
         "train",
         **overrides,
         **{"train#trainer#max_epochs": 1, "train#trainer#epoch_length": 2, "val_interval": 1},
@@ -245,7 +249,7 @@ def test_litemedsam_path_on_real_chase_db1(shared_data, tmp_path):
     # the checkpoint alone reproduces the trained network: evaluating the validation split from it gives the same
     # Dice as the validation during training (frozen BatchNorm statistics must not drift while training)
     check = _workflow(
-        ["train.json", "evaluate.json"],
+        ["train.json", "whole_pictures.json", "evaluate.json"],
         "train",
         **overrides,
         output_dir=str(tmp_path / "check"),
@@ -259,7 +263,7 @@ def test_litemedsam_path_on_real_chase_db1(shared_data, tmp_path):
     check.finalize()
     checkpoint = torch.load(bundle_root / "models" / "model.pt", weights_only=True)
     assert any(k.startswith("skip_fusion.") for k in checkpoint) and any(".lora_B" in k for k in checkpoint)
-    evaluate = _workflow(["train.json", "evaluate.json"], "train", **overrides)
+    evaluate = _workflow(["train.json", "whole_pictures.json", "evaluate.json"], "train", **overrides)
     evaluate.initialize()
     evaluate.run()
     evaluate.finalize()

@@ -340,9 +340,11 @@ def test_missing_and_mismatched_weights_are_refused_before_anything_is_written(
 
 def test_the_four_inference_configs_share_one_scan_pipeline():
     # bundles are self-contained (model-zoo style), so each carries the scan pipeline; it must not drift apart
-    # (window_size is the bundle's own, like its labels: BALR-SAM's shipped adapter segments 64×64 native windows)
+    # (window_size is the bundle's own, like its labels: BALR-SAM's shipped adapter segments 64×64 native windows;
+    # so are field_of_view and save_probabilities: SAM2LoRA's fundus default clears the camera's dark surround and
+    # writes the vessel probabilities)
     shared = ("input", "datalist", "dimension", "slice_axis", "slice_batch_size", "context_slices", "window_overlap",
-              "progress", "keep_largest_component", "save_probabilities", "preprocessing", "inferer",
+              "progress", "keep_largest_component", "preprocessing", "inferer",
               "postprocessing", "finalize", "output_rule")  # fmt: skip
     configs = {
         name: json.loads((REPO_ROOT / "bundles" / name / "configs" / "inference.json").read_text())

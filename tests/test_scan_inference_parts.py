@@ -198,3 +198,20 @@ def test_output_rule_of_reads_the_network_and_sigmoid_rule_the_label_groups():
     baseline.output_rule = "max"
     with pytest.raises(ValueError, match="output_rule must be one of"):
         output_rule_of(baseline)
+
+
+def test_clear_outside_field_of_view_masks_colour_pictures_only():
+    from common.data import ClearOutsideFieldOfViewd
+
+    picture = torch.zeros(3, 8, 8)
+    picture[:, 2:6, 2:6] = 0.8  # the camera's bright disc inside a dark surround
+    labels, probabilities = torch.ones(1, 8, 8, dtype=torch.uint8), torch.full((1, 8, 8), 0.9)
+    d = ClearOutsideFieldOfViewd(["pred", "prob"])({"image": picture, "pred": labels, "prob": probabilities})
+    inside = torch.zeros(8, 8, dtype=torch.bool)
+    inside[2:6, 2:6] = True
+    assert torch.equal(d["pred"][0] > 0, inside) and d["pred"].dtype == torch.uint8
+    assert torch.equal(d["prob"][0] > 0, inside)
+    grey = {"image": picture[:1], "pred": labels}  # grey pictures and volumes have no camera surround
+    assert torch.equal(ClearOutsideFieldOfViewd("pred")(grey)["pred"], labels)
+    with pytest.raises(ValueError, match="not on the picture's grid"):
+        ClearOutsideFieldOfViewd("pred")({"image": picture, "pred": torch.ones(1, 4, 4)})

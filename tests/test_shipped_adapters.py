@@ -65,3 +65,40 @@ def test_shipped_hippocampus_adapter_segments_held_out_mr(name, shared_data, tmp
         dice.append(metrics["dice"])
     mean = np.mean(dice, axis=0)
     assert mean.mean() >= expected["floor"], f"mean Dice {mean.round(3).tolist()} (measured {expected['measured']})"
+
+
+#: SAM2LoRA's vessel adapter on one CHASE_DB1 test picture (child 11, never seen in training or model choice):
+#: vessel Dice inside the field of view against the first observer, measured with the shipped file (the command in
+#: the bundle card), and the floor asserted here
+FUNDUS_ADAPTER = {"picture": "Image_11L", "measured": 0.787, "floor": 0.77}
+
+
+def test_shipped_fundus_adapter_segments_a_held_out_chase_db1_photograph(shared_data, tmp_path):
+    from PIL import Image
+
+    from common.data import field_of_view
+
+    bundle = REPO_ROOT / "bundles" / "sam2lora_fundus_segmentation"
+    assert (bundle / "models" / "model.pt").is_file(), "the bundle ships its trained adapter"
+    source = shared_data / "chase_db1" / f"{FUNDUS_ADAPTER['picture']}.jpg"
+    photo = tmp_path / "photo.jpg"
+    os.symlink(source, photo)
+    out = tmp_path / "out"
+    # the documented route on a fresh clone: the bundle's own inference.json, one photograph, no FOV file
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "inference.json"),
+               "--bundle_root", str(bundle), "--input", str(photo), "--output_dir", str(out)]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "MONAI_SAM_PEFT_CPU_PRECISION"}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    mask = np.asarray(Image.open(out / "photo_seg.png"))
+    picture = np.asarray(Image.open(source))
+    truth = np.asarray(Image.open(shared_data / "chase_db1" / f"{FUNDUS_ADAPTER['picture']}_1stHO.png")) > 0
+    assert mask.shape == truth.shape == picture.shape[:2] and set(np.unique(mask)) <= {0, 1}
+    inside = field_of_view(picture)
+    assert not mask[~inside].any()  # the camera's dark surround is cleared without a FOV file
+    probabilities = np.asarray(Image.open(out / "photo_prob.tif"))
+    assert probabilities.shape == mask.shape and np.array_equal(probabilities > 0.5, mask > 0)
+    assert (out / "photo_montage.png").is_file()
+    predicted, vessels = mask[inside] > 0, truth[inside]
+    dice = 2 * np.sum(predicted & vessels) / (np.sum(predicted) + np.sum(vessels))
+    assert dice >= FUNDUS_ADAPTER["floor"], f"vessel Dice {dice:.3f} (measured {FUNDUS_ADAPTER['measured']})"

@@ -33,11 +33,19 @@ from .scan_io import (
 )
 from .synthetic import make_synthetic_case, make_synthetic_dataset
 from .training_data import check_labels, training_datalist
-from .transforms import AddBackgroundChanneld, LabelValuesToChannelsd, SaveOverlayd, SelectFieldOfViewd
+from .transforms import (
+    AddBackgroundChanneld,
+    ClearOutsideFieldOfViewd,
+    LabelValuesToChannelsd,
+    SaveOverlayd,
+    SelectFieldOfViewd,
+    field_of_view,
+)
 from .visualize import overlay_masks
 
 __all__ = [
     "CT_WINDOWS",
+    "ClearOutsideFieldOfViewd",
     "IMAGE_2D_SUFFIXES",
     "LabelForMonaiLabeld",
     "LoadScand",
@@ -68,6 +76,7 @@ __all__ = [
     "check_labels",
     "training_datalist",
     "case_id",
+    "field_of_view",
     "find_images",
     "load_datalist",
     "make_synthetic_case",

@@ -29,16 +29,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .layouts import LayoutCase, layout_parser, prepare_layout_datalist, read_binary, read_grey, report
+from .transforms import field_of_view
 
 __all__ = ["FUNDUS_DATASETS", "prepare_fundus_datalist", "field_of_view"]
 
 TASK_LABELS = {"vessel": {"1": "retinal vessel"}, "disc_cup": {"1": "optic disc", "2": "optic cup"}}
-
-
-def field_of_view(image: np.ndarray, threshold: float = 0.1) -> np.ndarray:
-    """FOV of a fundus photograph: red channel above ``threshold`` of its maximum (the dark surround is outside)."""
-    red = image[..., 0] if image.ndim == 3 else image
-    return red.astype(np.float32) > threshold * max(float(red.max()), 1.0)
 
 
 def _find(folder: Path, patterns: tuple[str, ...]) -> list[Path]:

@@ -15,7 +15,14 @@ from monai.utils import convert_to_dst_type
 from .scan_io import scan_stem
 from .visualize import overlay_masks
 
-__all__ = ["AddBackgroundChanneld", "LabelValuesToChannelsd", "SelectFieldOfViewd", "SaveOverlayd"]
+__all__ = [
+    "AddBackgroundChanneld",
+    "ClearOutsideFieldOfViewd",
+    "LabelValuesToChannelsd",
+    "SelectFieldOfViewd",
+    "SaveOverlayd",
+    "field_of_view",
+]
 
 
 class LabelValuesToChannelsd(MapTransform):
@@ -87,6 +94,48 @@ class SelectFieldOfViewd(MapTransform):
             if inside.shape != value.shape[1:]:
                 raise ValueError(f"FOV {tuple(inside.shape)} and {key} {tuple(value.shape[1:])} differ in size")
             d[f"{key}_fov"] = value.as_subclass(torch.Tensor)[:, inside.to(value.device)]
+        return d
+
+
+def field_of_view(image: np.ndarray, threshold: float = 0.1) -> np.ndarray:
+    """FOV of a fundus photograph (``H×W×3`` or ``H×W``): red channel above ``threshold`` of its maximum (the dark
+    surround is outside)."""
+    red = image[..., 0] if image.ndim == 3 else image
+    return red.astype(np.float32) > threshold * max(float(red.max()), 1e-6)
+
+
+class ClearOutsideFieldOfViewd(MapTransform):
+    """Set labels (and probabilities) to 0 outside the field of view found in the picture itself, so a fundus
+    photograph needs no FOV file: the dark surround of the camera's circular aperture holds no anatomy, but its
+    edge looks like a vessel wall to a network trained on crops of the inside.
+
+    Only 2D colour pictures (``3×H×W`` image) are masked; grey pictures and volumes pass unchanged.
+
+    Args:
+        keys: ``C×H×W`` tensors on the image's grid (label map, probabilities).
+        image_key: the ``3×H×W`` picture (any intensity scale).
+        threshold: share of the red channel's maximum that counts as inside (:func:`field_of_view`).
+    """
+
+    def __init__(
+        self, keys: KeysCollection, image_key: str = "image", threshold: float = 0.1, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.image_key = image_key
+        self.threshold = threshold
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        image = torch.as_tensor(d[self.image_key])
+        if image.ndim != 3 or image.shape[0] != 3:
+            return d
+        red = image[0].detach().float().cpu().numpy()
+        inside = torch.as_tensor(field_of_view(red, self.threshold))
+        for key in self.key_iterator(d):
+            value = d[key]
+            if tuple(value.shape[1:]) != tuple(inside.shape):
+                raise ValueError(f"{key} {tuple(value.shape[1:])} is not on the picture's grid {tuple(inside.shape)}")
+            d[key] = value * inside.to(value.device, value.dtype)
         return d
 
 

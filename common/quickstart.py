@@ -70,19 +70,19 @@ def _transforms(train: bool):
 
 @torch.no_grad()
 def _predict(network: torch.nn.Module, loader, device: torch.device) -> tuple[list, list, list, list]:
-    """Images, labels, binary predictions and Dice per case (MONAI DiceMetric on the thresholded logits)."""
-    from monai.metrics import DiceMetric
+    """Images, labels, binary predictions and Dice per case (of the thresholded logits)."""
+    from common.benchmark.case_metrics import label_dice
 
-    metric = DiceMetric(include_background=True, reduction="none", ignore_empty=False)
     network.eval()
-    images, labels, preds, dices = [], [], [], []
+    images, labels, preds = [], [], []
     for batch in loader:
         image, label = batch["image"].to(device), batch["label"].to(device)
         pred = (network(image) > 0).float()
-        dices += metric(pred, label)[:, 0].tolist()
         images += [x[0].cpu().numpy() for x in image]
         labels += [y[0].cpu().numpy() for y in label]
         preds += [p[0].cpu().numpy() for p in pred]
+    # every held-out slice holds hippocampus, so no Dice is NaN
+    dices = [label_dice(p.astype(np.int64), (y > 0.5).astype(np.int64), 1)[0] for p, y in zip(preds, labels)]
     return images, labels, preds, dices
 
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from common.benchmark import accuracy
-from common.benchmark.case_metrics import vessel_metrics, volume_metrics
+from common.benchmark.case_metrics import label_dice, vessel_metrics, volume_metrics
 from common.benchmark.resolution_ceiling import resolution_ceiling, truth_through_size
 from common.networks import ResizedInputNet
 
@@ -84,6 +84,21 @@ def test_volume_metrics_dice_hd95_in_mm_and_empty_classes():
     assert math.isnan(metrics["dice"][1]) and math.isnan(metrics["hd95"][1])
     assert metrics["dice"][2] == 0.0 and math.isinf(metrics["hd95"][2])
     assert volume_metrics(pred, truth, 3)["hd95"][0] == pytest.approx(1.0)  # voxels without spacing
+
+
+def test_label_dice_scores_a_stack_of_slices_as_one_volume():
+    truth = np.zeros((2, 4, 4), int)
+    truth[0, :2, :2] = 1  # 4 pixels on slice 0
+    truth[1] = 2  # 16 pixels on slice 1
+    pred = np.zeros_like(truth)
+    pred[0, :2, :1] = 1  # 2 of the 4
+    pred[1, :2] = 2  # 8 of the 16
+    # pooled over both slices, not a mean of per-slice values; class 3 absent from both is NaN, not 1
+    dice = label_dice(pred, truth, 3)
+    assert dice[:2] == [pytest.approx(2 * 2 / 6), pytest.approx(2 * 8 / 24)] and math.isnan(dice[2])
+    assert label_dice(pred, np.zeros_like(truth), 2) == [0.0, 0.0]  # a structure found where there is none
+    with pytest.raises(ValueError, match="differ in shape"):
+        label_dice(pred, truth[0], 2)
 
 
 def test_resized_input_net_returns_logits_at_the_input_size():

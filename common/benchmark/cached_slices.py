@@ -20,6 +20,7 @@ from monai.transforms import (
     ScaleIntensityRangePercentilesd,
 )
 
+from common.benchmark.case_metrics import label_dice
 from common.data import load_datalist
 from common.networks import SamSegmentationNet
 
@@ -74,12 +75,7 @@ def held_out_dice(prediction: torch.Tensor, label_map: torch.Tensor, num_classes
     """Dice per class 1..K over all slices at once (``prediction``: label map ``N×h×w``; ``label_map``:
     ``N×1×H×W``, resized to the prediction's grid); NaN for a class absent from both."""
     truth = torch.nn.functional.interpolate(label_map, size=prediction.shape[-2:], mode="nearest")[:, 0]
-    dice = []
-    for k in range(1, num_classes + 1):
-        overlap = ((prediction == k) & (truth == k)).sum().item()
-        total = (prediction == k).sum().item() + (truth == k).sum().item()
-        dice.append(2 * overlap / total if total else float("nan"))
-    return dice
+    return label_dice(prediction.cpu().numpy(), truth.round().long().cpu().numpy(), num_classes)
 
 
 def write_results(output_dir: str | Path, settings: dict, results: list[dict], header: list[str], rows: list[list]):

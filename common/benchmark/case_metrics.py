@@ -1,6 +1,6 @@
-"""Metrics of one test case, computed the same way for every method and the baseline from the label maps (and
-probabilities) they wrote: vessel metrics inside the field of view for 2D pictures, per-class Dice and HD95 in mm
-for volumes."""
+"""The project's segmentation metrics, in one place: of one test case, computed the same way for every method and the
+baseline from the label maps (and probabilities) they wrote (vessel metrics inside the field of view for 2D pictures,
+per-class Dice and HD95 in mm for volumes), and the Dice every benchmark and test reports."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance, compute_roc_auc
 from monai.networks.utils import one_hot
 
-__all__ = ["vessel_metrics", "volume_metrics"]
+__all__ = ["label_dice", "vessel_metrics", "volume_metrics"]
 
 
 def vessel_metrics(
@@ -56,6 +56,25 @@ def vessel_metrics(
     }
 
 
+def _one_hot(label_map: np.ndarray, num_classes: int) -> torch.Tensor:
+    return one_hot(torch.as_tensor(np.asarray(label_map), dtype=torch.long)[None, None], num_classes + 1, dim=1)
+
+
+def _absent_from_both(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    return (pred[0, 1:].flatten(1).sum(1) == 0) & (true[0, 1:].flatten(1).sum(1) == 0)
+
+
+def label_dice(prediction: np.ndarray, truth: np.ndarray, num_classes: int) -> list[float]:
+    """Dice per class 1..K of two integer label maps of one shape (any number of axes: a stack of slices is scored
+    as one volume); NaN for a class absent from both, so it is left out of means instead of scoring 1."""
+    if np.shape(prediction) != np.shape(truth):
+        raise ValueError(f"prediction {np.shape(prediction)} and truth {np.shape(truth)} differ in shape")
+    pred, true = _one_hot(prediction, num_classes), _one_hot(truth, num_classes)
+    dice = compute_dice(pred, true, include_background=False, ignore_empty=False)[0]
+    dice[_absent_from_both(pred, true)] = float("nan")
+    return [float(v) for v in dice]
+
+
 def volume_metrics(
     prediction: np.ndarray, truth: np.ndarray, num_classes: int, spacing: Sequence[float] | None = None
 ) -> dict[str, list[float]]:
@@ -72,11 +91,8 @@ def volume_metrics(
     Returns:
         ``{"dice": [K values], "hd95": [K values]}``.
     """
-    if np.shape(prediction) != np.shape(truth):
-        raise ValueError(f"prediction {np.shape(prediction)} and truth {np.shape(truth)} differ in shape")
-    pred = one_hot(torch.as_tensor(np.asarray(prediction), dtype=torch.long)[None, None], num_classes + 1, dim=1)
-    true = one_hot(torch.as_tensor(np.asarray(truth), dtype=torch.long)[None, None], num_classes + 1, dim=1)
-    dice = compute_dice(pred, true, include_background=False, ignore_empty=False)[0]
+    dice = label_dice(prediction, truth, num_classes)
+    pred, true = _one_hot(prediction, num_classes), _one_hot(truth, num_classes)
     hd95 = compute_hausdorff_distance(
         pred,
         true,
@@ -85,7 +101,6 @@ def volume_metrics(
         spacing=None if spacing is None else [float(s) for s in spacing],
     )[0]
     pred_empty, true_empty = pred[0, 1:].flatten(1).sum(1) == 0, true[0, 1:].flatten(1).sum(1) == 0
-    dice[pred_empty & true_empty] = float("nan")
     hd95[pred_empty & true_empty] = float("nan")
     hd95[pred_empty ^ true_empty] = float("inf")
-    return {"dice": [float(v) for v in dice], "hd95": [float(v) for v in hd95]}
+    return {"dice": dice, "hd95": [float(v) for v in hd95]}

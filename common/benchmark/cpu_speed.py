@@ -39,6 +39,7 @@ from common.benchmark.accuracy import (
     dataset_configs,
     prepare_dataset,
 )
+from common.benchmark.case_metrics import label_dice
 from common.benchmark.efficiency import cpu_model
 from common.engines.precision import PRECISION_ENV, cpu_flags, cpu_has_native_bf16, cpu_info
 
@@ -263,7 +264,7 @@ def box_prompt_dice(network, hippocampus_dir: Path, cases: int = 30) -> list[flo
         with torch.no_grad():
             logits, _ = network.forward_with_iou(picture, boxes=box)
         prediction = logits[0, 0].numpy() > 0
-        dices.append(float(2 * (prediction & foreground).sum() / (prediction.sum() + foreground.sum())))
+        dices.append(label_dice(prediction.astype(np.int64), foreground.astype(np.int64), 1)[0])
     return dices
 
 

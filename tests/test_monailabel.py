@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nib
@@ -17,6 +19,8 @@ import numpy as np
 import pytest
 import torch
 from bundle_helpers import TEST_BACKBONES, bundle_with_test_weights
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 monailabel = pytest.importorskip("monailabel", reason="monailabel is installed by the README's test command")
 
@@ -146,43 +150,64 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_a_real_monai_label_server_segments_a_study_over_http(shared_data, tmp_path):
+@contextlib.contextmanager
+def _monai_label_server(app: Path, studies: Path, models: list[str], log_file: Path) -> Iterator[tuple[str, dict]]:
+    """A real MONAI Label server on loopback serving ``models`` of ``app`` over ``studies``, started as the README
+    says; yields its address and its ``/info/`` answer, and stops it afterwards."""
     import requests
 
-    apps = tmp_path / "apps"
+    port = _free_port()
+    command = [
+        sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", str(studies),
+        "--host", "127.0.0.1", "--port", str(port),
+        "--conf", "models", ",".join(models), "--conf", "zoo_source", "github", "--conf", "sam2", "false",
+    ]  # fmt: skip
+    log = log_file.open("w")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the log says how far the server got if it never answers
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=log_file.parent, env=env)
+    url = f"http://127.0.0.1:{port}"
+    info, deadline = None, time.monotonic() + 600
+    try:
+        while info is None and time.monotonic() < deadline and server.poll() is None:
+            try:  # the app loads the bundles before it answers
+                info = requests.get(f"{url}/info/", timeout=2).json()
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        assert info is not None, log_file.read_text()[-3000:]
+        yield url, info
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+    assert server.returncode is not None
+
+
+def _monaibundle_app(apps: Path) -> Path:
+    """MONAI Label's ``monaibundle`` sample app, downloaded as the README says, with an empty ``model/`` folder."""
     subprocess.run(
         [sys.executable, "-m", "monailabel.main", "apps", "--download", "--name", "monaibundle", "--output", str(apps)],
         check=True,
         capture_output=True,
     )
-    app = apps / "monaibundle"
+    (apps / "monaibundle" / "model").mkdir(exist_ok=True)
+    return apps / "monaibundle"
+
+
+def test_a_real_monai_label_server_segments_a_study_over_http(shared_data, tmp_path):
+    import requests
+
+    app = _monaibundle_app(tmp_path / "apps")
     main_py = app / "main.py"
     assert main_py.read_text().count("        return infers\n") == 1
     main_py.write_text(main_py.read_text().replace("        return infers\n", INTERACTIVE_TASK))
     _place_bundle("conv_lora_sam_segmentation", app / "model")
     _place_bundle("sam2lora_fundus_segmentation", app / "model")
     study = _hippocampus_study(shared_data, tmp_path / "studies")
-    port = _free_port()
-    command = [
-        sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", str(study.parent),
-        "--host", "127.0.0.1", "--port", str(port),
-        "--conf", "models", "conv_lora_sam_segmentation,sam2lora_fundus_segmentation", "--conf", "zoo_source", "github", "--conf", "sam2", "false",
-    ]  # fmt: skip
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):  # the app loads the bundle before it answers
-            if server.poll() is not None:
-                break
-            try:
-                info = requests.get(f"{url}/info/", timeout=2).json()
-                break
-            except requests.ConnectionError:
-                time.sleep(0.5)
-        else:
-            info = None
-        assert info is not None, (tmp_path / "server.log").read_text()[-3000:]
+    models = ["conv_lora_sam_segmentation", "sam2lora_fundus_segmentation"]
+    with _monai_label_server(app, study.parent, models, tmp_path / "server.log") as (url, info):
         labels = info["models"]["conv_lora_sam_segmentation"]["labels"]
         assert labels == {"anterior hippocampus": 1, "posterior hippocampus": 2}  # the shipped adapter's
         response = requests.post(
@@ -207,11 +232,51 @@ def test_a_real_monai_label_server_segments_a_study_over_http(shared_data, tmp_p
         (tmp_path / "prompted.nii.gz").write_bytes(response.content)
         prompted = nib.load(tmp_path / "prompted.nii.gz")
         assert prompted.shape == source.shape and np.allclose(prompted.affine, source.affine, atol=1e-6)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
-    assert server.returncode is not None
+
+
+def test_a_real_server_serves_every_shipped_adapter_as_common_segment_does(shared_data, tmp_path):
+    """The four bundles exactly as they ship (trained ``models/model.pt``, LiteMedSAM with its released weights),
+    copied into the app as the README says: a hippocampus MR volume from each of the three hippocampus adapters and
+    a fundus photograph from SAM2LoRA's vessel adapter come back over HTTP with the labels ``common.segment`` writes
+    for the same file."""
+    import requests
+    from PIL import Image
+
+    from common.segment import segment_scans
+
+    shipped = sorted(p.name for p in (REPO_ROOT / "bundles").iterdir() if (p / "models" / "model.pt").is_file())
+    assert len(shipped) == 4, shipped
+    app = _monaibundle_app(tmp_path / "apps")
+    for name in shipped:  # the README's `cp -r bundles/<name> apps/monaibundle/model/`
+        shutil.copytree(REPO_ROOT / "bundles" / name, app / "model" / name)
+    studies = tmp_path / "studies"
+    volume = _hippocampus_study(shared_data, studies)
+    # a 256² piece of a CHASE_DB1 test photograph (inside its field of view: a few windows, not 110)
+    photograph = np.asarray(Image.open(shared_data / "chase_db1" / "Image_11L.jpg"))
+    picture = studies / "fundus_11L.png"
+    Image.fromarray(photograph[352:608, 352:608]).save(picture)
+    with _monai_label_server(app, studies, shipped, tmp_path / "server.log") as (url, info):
+        for name in shipped:
+            study = picture if name == "sam2lora_fundus_segmentation" else volume
+            response = requests.post(
+                f"{url}/infer/{name}", params={"image": study.name.split(".")[0], "output": "image"}, timeout=600
+            )
+            assert response.status_code == 200, f"{name}: {response.text[:2000]}"
+            reference = tmp_path / "segment" / name
+            assert segment_scans(REPO_ROOT / "bundles" / name, study, reference, progress=False) == {str(study): "ok"}
+            stem = study.name.split(".")[0]
+            if study is volume:
+                served_file = tmp_path / f"{name}.nii.gz"
+                served_file.write_bytes(response.content)
+                served = np.asarray(nib.load(served_file).dataobj)
+                expected = np.asarray(nib.load(reference / f"{stem}_seg.nii.gz").dataobj)
+            else:
+                served_file = tmp_path / f"{name}.png"
+                served_file.write_bytes(response.content)
+                served = np.asarray(Image.open(served_file))
+                expected = np.asarray(Image.open(reference / f"{stem}_seg.png"))
+            names = json.loads((REPO_ROOT / "bundles" / name / "configs" / "inference.json").read_text())["label_names"]
+            assert info["models"][name]["labels"] == {v.lower(): int(k) for k, v in names.items()}
+            assert served.shape == expected.shape, name
+            assert np.array_equal(served, expected), f"{name}: {np.mean(served != expected):.2%} of voxels differ"
+            assert (expected > 0).mean() > 0.01, f"{name} found (almost) nothing: the shipped adapter is not in use"

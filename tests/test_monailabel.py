@@ -18,9 +18,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import TEST_BACKBONES, bundle_with_test_weights
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from bundle_helpers import REPO_ROOT, TEST_BACKBONES, bundle_with_test_weights
 
 monailabel = pytest.importorskip("monailabel", reason="monailabel is installed by the README's test command")
 

@@ -56,8 +56,14 @@ def vessel_metrics(
     }
 
 
-def _one_hot(label_map: np.ndarray, num_classes: int) -> torch.Tensor:
-    return one_hot(torch.as_tensor(np.asarray(label_map), dtype=torch.long)[None, None], num_classes + 1, dim=1)
+def _one_hot_pair(prediction: np.ndarray, truth: np.ndarray, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both label maps as one-hot ``1×(K+1)×…`` tensors, after checking that they share a shape."""
+    if np.shape(prediction) != np.shape(truth):
+        raise ValueError(f"prediction {np.shape(prediction)} and truth {np.shape(truth)} differ in shape")
+    return tuple(
+        one_hot(torch.as_tensor(np.asarray(m), dtype=torch.long)[None, None], num_classes + 1, dim=1)
+        for m in (prediction, truth)
+    )
 
 
 def _absent_from_both(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
@@ -67,9 +73,11 @@ def _absent_from_both(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
 def label_dice(prediction: np.ndarray, truth: np.ndarray, num_classes: int) -> list[float]:
     """Dice per class 1..K of two integer label maps of one shape (any number of axes: a stack of slices is scored
     as one volume); NaN for a class absent from both, so it is left out of means instead of scoring 1."""
-    if np.shape(prediction) != np.shape(truth):
-        raise ValueError(f"prediction {np.shape(prediction)} and truth {np.shape(truth)} differ in shape")
-    pred, true = _one_hot(prediction, num_classes), _one_hot(truth, num_classes)
+    return _dice(*_one_hot_pair(prediction, truth, num_classes))
+
+
+def _dice(pred: torch.Tensor, true: torch.Tensor) -> list[float]:
+    """:func:`label_dice` of one-hot ``1×(K+1)×…`` label maps."""
     dice = compute_dice(pred, true, include_background=False, ignore_empty=False)[0]
     dice[_absent_from_both(pred, true)] = float("nan")
     return [float(v) for v in dice]
@@ -91,8 +99,8 @@ def volume_metrics(
     Returns:
         ``{"dice": [K values], "hd95": [K values]}``.
     """
-    dice = label_dice(prediction, truth, num_classes)
-    pred, true = _one_hot(prediction, num_classes), _one_hot(truth, num_classes)
+    pred, true = _one_hot_pair(prediction, truth, num_classes)
+    dice = _dice(pred, true)
     hd95 = compute_hausdorff_distance(
         pred,
         true,

@@ -30,7 +30,7 @@ from common.backbones.module_names import ENCODER_FAMILIES, decoder_name, encode
 
 from .detail_enhancement import DetailEnhancementNet
 from .low_rank_attention import replace_decoder_attention
-from .sam_segmentation_net import SamSegmentationNet
+from .sam_segmentation_net import SamSegmentationNet, class_head_output_rule
 
 __all__ = ["BALR_ADAPTER_TARGETS", "BalrSamNet"]
 
@@ -135,7 +135,7 @@ class BalrSamNet(SamSegmentationNet):
     @property
     def output_rule(self) -> str:
         """``"softmax"`` over K+1 logits (channel 0 background) for K > 1 classes, else one sigmoid."""
-        return "softmax" if self.num_classes > 1 else "sigmoid_argmax"
+        return class_head_output_rule(self.num_classes)
 
     @property
     def num_tokens(self) -> int:

@@ -19,7 +19,7 @@ from common.backbones.forward import (
 )
 from common.backbones.module_names import ENCODER_FAMILIES, decoder_name, encoder_layers, in_network
 
-from .sam_segmentation_net import SamSegmentationNet
+from .sam_segmentation_net import SamSegmentationNet, class_head_output_rule
 
 __all__ = ["ConvLoraSamNet", "CONV_LORA_TARGETS"]
 
@@ -115,7 +115,7 @@ class ConvLoraSamNet(SamSegmentationNet):
     @property
     def output_rule(self) -> str:
         """``"softmax"`` over K+1 logits (channel 0 background) for K > 1 classes, else one sigmoid."""
-        return "softmax" if self.num_classes > 1 else "sigmoid_argmax"
+        return class_head_output_rule(self.num_classes)
 
     def auxiliary_loss(self) -> torch.Tensor:
         """Sum of the Conv-LoRA balance losses of the last forward (what the training loss adds)."""

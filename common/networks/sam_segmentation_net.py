@@ -11,7 +11,13 @@ from torch import nn
 from common.backbones import DEFAULT_CHECKPOINT, build_backbone
 from common.backbones.forward import ImageFeatures, decode_masks, encode_image, prompt_embeddings
 
-__all__ = ["SamSegmentationNet"]
+__all__ = ["SamSegmentationNet", "class_head_output_rule"]
+
+
+def class_head_output_rule(num_classes: int) -> str:
+    """The output rule of a network with a class head (BALR-SAM, Conv-LoRA): ``"softmax"`` over its K+1 logits
+    (channel 0 background) for K > 1 classes; one class is a single logit map, read as one sigmoid."""
+    return "softmax" if num_classes > 1 else "sigmoid_argmax"
 
 
 class SamSegmentationNet(nn.Module):

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 
 from common.adapters import (
+    BottleneckConfig,
+    ConvLoraConfig,
     LoraConfig,
     LoraLinear,
     adapter_layers,
@@ -80,6 +82,13 @@ def test_unsupported_target_type_is_an_error():
     model = build_backbone("sam_vit_test", checkpoint=None)
     with pytest.raises(ValueError, match="Conv2d"):
         inject_adapters(model, LoraConfig(target_modules=[r"image_encoder\.neck\.0"]))
+
+
+@pytest.mark.parametrize("rank", [0, -2, 2.5, "abc", True])
+def test_a_rank_that_is_not_a_whole_number_of_at_least_one_is_refused_by_every_config(rank):
+    for config in (LoraConfig, ConvLoraConfig, BottleneckConfig):
+        with pytest.raises(ValueError, match=f"rank must be a whole number >= 1, got {rank!r}"):
+            config(rank=rank)
 
 
 def test_name_patterns():

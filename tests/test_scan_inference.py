@@ -396,6 +396,7 @@ def test_a_setting_the_network_refuses_is_one_error_line(shared_data, conv_lora_
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: the bundle's network cannot be built with these settings"), err
+    assert "rank must be a whole number >= 1, got 'abc'" in err[0], err  # what is wrong, not where it broke
 
 
 def test_sigterm_leaves_no_hidden_partial_folder_and_a_failed_start_no_output_folder(

@@ -17,6 +17,13 @@ if TYPE_CHECKING:
 __all__ = ["AdapterConfig", "BottleneckConfig", "ConvLoraConfig", "LoraConfig", "SvdConfig"]
 
 
+def _check_rank(adapter: str, rank: object) -> None:
+    """A rank is a whole number ≥ 1; a config or command-line value such as ``"abc"`` or ``4.5`` is named as such
+    instead of failing later inside a comparison or a tensor shape."""
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"{adapter} rank must be a whole number >= 1, got {rank!r}")
+
+
 @dataclass
 class AdapterConfig(ABC):
     """Base of every adapter configuration.
@@ -54,8 +61,7 @@ class LoraConfig(AdapterConfig):
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.rank < 1:
-            raise ValueError(f"LoRA rank must be >= 1, got {self.rank}")
+        _check_rank("LoRA", self.rank)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
 
@@ -84,8 +90,7 @@ class ConvLoraConfig(AdapterConfig):
     balance_weight: float = 0.01
 
     def __post_init__(self) -> None:
-        if self.rank < 1:
-            raise ValueError(f"Conv-LoRA rank must be >= 1, got {self.rank}")
+        _check_rank("Conv-LoRA", self.rank)
         if not self.expert_scales:
             raise ValueError("Conv-LoRA needs at least one expert scale")
         if not isinstance(self.scale_by_gate, bool):
@@ -139,8 +144,7 @@ class BottleneckConfig(AdapterConfig):
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.rank < 1:
-            raise ValueError(f"bottleneck rank must be >= 1, got {self.rank}")
+        _check_rank("bottleneck", self.rank)
 
     def create_layer(self, base_layer: nn.Module) -> AdapterLayer:
         from .bottleneck import BottleneckAdapterLinear

@@ -261,6 +261,13 @@ def test_missing_weights_are_one_line_naming_the_file_and_the_command(conv_lora_
     assert "sam_vit_b_01ec64.pth: the backbone's base weights are missing" in last
     assert f"python -m monai.bundle download_large_files --bundle_path {bundle}" in last
     assert not (tmp_path / "out").exists()  # nothing was written
+    # from outside the bundle without --bundle_root, bundle_root "." is the working folder: the message says so
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "inference.json"),
+               "--input", str(scan), "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert "the bundle root '.' is not a bundle folder" in last and "--bundle_root <bundle folder>" in last, last
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))

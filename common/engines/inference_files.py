@@ -37,5 +37,11 @@ def require_inference_files(
             f"--config_file {Path(bundle_root) / 'configs' / 'train.json'} --bundle_root {bundle_root} --dataset_dir "
             "<your datalist folder>` with the same extra configs) or set --checkpointloader#load_path to one"
         )
+    if problems and not (Path(bundle_root) / "configs" / "metadata.json").is_file():
+        # the usual cause from outside the bundle: bundle_root "." is the working folder, not the bundle
+        problems.append(
+            f"the bundle root {str(bundle_root)!r} is not a bundle folder (no configs/metadata.json): run from inside "
+            "the bundle or pass --bundle_root <bundle folder> (e.g. --bundle_root bundles/<name>)"
+        )
     if problems:
         raise SystemExit("error: " + "; ".join(problems))

@@ -175,6 +175,11 @@ def _empty(folder: Path) -> Path:
     return folder / "empty"
 
 
+def _one_pixel(path: Path) -> Path:
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(path)
+    return path
+
+
 BAD_INPUTS = {
     "truncated file": (_truncated, "cannot be read"),
     "4D image": (lambda f: _nifti(f / "four_d.nii.gz", np.zeros((8, 8, 6, 3), np.float32)), "4D series"),
@@ -184,6 +189,7 @@ BAD_INPUTS = {
     "mixed DICOM series": (_mixed_dicom, "2 DICOM series are mixed"),
     "RGBA image (wrong channel count)": (lambda f: _picture(f / "rgba.png", channels=4), "4 channels"),
     "empty folder": (_empty, "no scans in this folder"),
+    "1×1 picture": (lambda f: _one_pixel(f / "dot.png"), "the picture is only 1×1 pixels"),
 }
 
 

@@ -98,6 +98,10 @@ def test_2d_images_are_read_grey_or_rgb_and_other_channel_counts_are_refused(tmp
     assert read_scan(tmp_path / "grey.png").shape == (1, 30, 20)
     with pytest.raises(ScanInputError, match="4 channels"):
         read_scan(tmp_path / "rgba.png")
+    for height, width in ((1, 1), (1, 7)):  # nothing to segment, and the writers squeeze such a label away
+        Image.fromarray(rgb[:height, :width, 0]).save(tmp_path / "line.png")
+        with pytest.raises(ScanInputError, match=f"only {width}×{height} pixels; pass a picture at least 2"):
+            read_scan(tmp_path / "line.png")
     with pytest.raises(ScanInputError, match="a 2D input, but this configuration segments 3D"):
         read_scan(tmp_path / "rgb.png", dimension=3)
     with pytest.raises(ScanInputError, match="a 3D input, but this configuration segments 2D"):

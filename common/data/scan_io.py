@@ -112,11 +112,12 @@ def check_scan(image: torch.Tensor, path: str | os.PathLike, dimension: int, min
         image: ``C×H×W`` (2D) or ``C×H×W×D`` (3D) as loaded with ``ensure_channel_first``.
         path: the input, for the message.
         dimension: what :func:`check_scan_path` found (2 or 3).
-        min_thickness: the fewest voxels accepted along every axis of a volume (a 1-voxel-thick volume is a 2D image).
+        min_thickness: the fewest voxels accepted along every axis of a volume (a 1-voxel-thick volume is a 2D image)
+            and pixels along each side of a picture.
 
     Raises:
-        ScanInputError: a 4D or multi-channel volume, a 2D image that is neither grey nor RGB, too thin a volume,
-            NaN or infinite voxels.
+        ScanInputError: a 4D or multi-channel volume, a 2D image that is neither grey nor RGB, too thin a volume or
+            picture, NaN or infinite voxels.
     """
     shape = tuple(image.shape)
     if dimension == 3:
@@ -139,6 +140,11 @@ def check_scan(image: torch.Tensor, path: str | os.PathLike, dimension: int, min
         raise ScanInputError(
             f"{path}: expected a grey or RGB 2D image, got shape {shape} (channel first, so {shape[0]} channels); "
             "convert it to grey or RGB (drop the alpha channel)"
+        )
+    elif min(shape[1:]) < min_thickness:  # a 1-pixel line holds nothing to segment and no writer keeps its shape
+        raise ScanInputError(
+            f"{path}: the picture is only {shape[1]}×{shape[2]} pixels; pass a picture at least {min_thickness} "
+            "pixels on each side"
         )
     finite = torch.isfinite(torch.as_tensor(image))
     if not bool(finite.all()):

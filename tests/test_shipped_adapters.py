@@ -70,7 +70,7 @@ def test_shipped_hippocampus_adapter_segments_held_out_mr(name, shared_data, tmp
 #: SAM2LoRA's vessel adapter on one CHASE_DB1 test picture (child 11, never seen in training or model choice):
 #: vessel Dice inside the field of view against the first observer, measured with the shipped file (the command in
 #: the bundle card), and the floor asserted here
-FUNDUS_ADAPTER = {"picture": "Image_11L", "measured": 0.814, "floor": 0.80}
+FUNDUS_ADAPTER = {"picture": "Image_11L", "measured": 0.819, "floor": 0.81}
 
 
 def test_shipped_fundus_adapter_segments_a_held_out_chase_db1_photograph(shared_data, tmp_path):

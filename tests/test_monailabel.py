@@ -232,6 +232,13 @@ def test_a_real_monai_label_server_segments_a_study_over_http(shared_data, tmp_p
         assert prompted.shape == source.shape and np.allclose(prompted.affine, source.affine, atol=1e-6)
 
 
+def _label_map(path: Path) -> np.ndarray:
+    """A served or written label map: a NIfTI volume or a PNG picture."""
+    from PIL import Image
+
+    return np.asarray(nib.load(path).dataobj) if path.name.endswith(".nii.gz") else np.asarray(Image.open(path))
+
+
 def test_a_real_server_serves_every_shipped_adapter_as_common_segment_does(shared_data, tmp_path):
     """The four bundles exactly as they ship (trained ``models/model.pt``, LiteMedSAM with its released weights),
     copied into the app as the README says: a hippocampus MR volume from each of the three hippocampus adapters and
@@ -256,23 +263,14 @@ def test_a_real_server_serves_every_shipped_adapter_as_common_segment_does(share
     with _monai_label_server(app, studies, shipped, tmp_path / "server.log") as (url, info):
         for name in shipped:
             study = picture if name == "sam2lora_fundus_segmentation" else volume
-            response = requests.post(
-                f"{url}/infer/{name}", params={"image": study.name.split(".")[0], "output": "image"}, timeout=600
-            )
+            stem, suffix = study.name.split(".")[0], (".nii.gz" if study is volume else ".png")
+            response = requests.post(f"{url}/infer/{name}", params={"image": stem, "output": "image"}, timeout=600)
             assert response.status_code == 200, f"{name}: {response.text[:2000]}"
             reference = tmp_path / "segment" / name
             assert segment_scans(REPO_ROOT / "bundles" / name, study, reference, progress=False) == {str(study): "ok"}
-            stem = study.name.split(".")[0]
-            if study is volume:
-                served_file = tmp_path / f"{name}.nii.gz"
-                served_file.write_bytes(response.content)
-                served = np.asarray(nib.load(served_file).dataobj)
-                expected = np.asarray(nib.load(reference / f"{stem}_seg.nii.gz").dataobj)
-            else:
-                served_file = tmp_path / f"{name}.png"
-                served_file.write_bytes(response.content)
-                served = np.asarray(Image.open(served_file))
-                expected = np.asarray(Image.open(reference / f"{stem}_seg.png"))
+            served_file = tmp_path / f"{name}{suffix}"
+            served_file.write_bytes(response.content)
+            served, expected = (_label_map(f) for f in (served_file, reference / f"{stem}_seg{suffix}"))
             names = json.loads((REPO_ROOT / "bundles" / name / "configs" / "inference.json").read_text())["label_names"]
             assert info["models"][name]["labels"] == {v.lower(): int(k) for k, v in names.items()}
             assert served.shape == expected.shape, name

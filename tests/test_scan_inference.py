@@ -231,10 +231,11 @@ def test_a_scan_without_signal_is_segmented_with_a_warning(conv_lora_bundle, tmp
     assert (out / "blank_seg.nii.gz").is_file()
 
 
-def _bundle_run(bundle: Path, *args: str) -> subprocess.CompletedProcess:
-    """``python -m monai.bundle run`` of the bundle's own inference.json, as a user types it."""
+def _bundle_run(bundle: Path, *args: str, bundle_root: bool = True) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle run`` of the bundle's own inference.json, as a user types it from the bundle's parent
+    folder (``bundle_root=False``: without ``--bundle_root``, which then is that folder)."""
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "inference.json"),
-               "--bundle_root", str(bundle), *args]  # fmt: skip
+               *(["--bundle_root", str(bundle)] if bundle_root else []), *args]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=bundle.parent)
 
 
@@ -268,9 +269,7 @@ def test_missing_weights_are_one_line_naming_the_file_and_the_command(conv_lora_
     assert f"python -m monai.bundle download_large_files --bundle_path {bundle}" in last
     assert not (tmp_path / "out").exists()  # nothing was written
     # from outside the bundle without --bundle_root, bundle_root "." is the working folder: the message says so
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "inference.json"),
-               "--input", str(scan), "--output_dir", str(tmp_path / "out")]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    done = _bundle_run(bundle, "--input", str(scan), "--output_dir", str(tmp_path / "out"), bundle_root=False)
     last = done.stderr.strip().splitlines()[-1]
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert "the bundle root '.' is not a bundle folder" in last and "--bundle_root <bundle folder>" in last, last

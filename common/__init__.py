@@ -5,7 +5,10 @@ Sub-packages:
     adapters: one adapter mechanism (target patterns, injection, freezing, adapter-only state, merge).
     losses: segmentation losses the bundles share.
     networks: prompt-free segmentation networks usable by MONAI engines and inferers.
-    data: datalist helpers and a synthetic sample-data generator.
+    data: datalist helpers, scan reading and the transforms the bundles' configs use.
+    datasets: dataset-preparation commands (published layouts -> datalist.json) and synthetic sample data.
+    engines: trainer, evaluator and inferer additions (precision, checkpoints, slice batching).
+    metrics: segmentation metrics (MONAI handlers and per-case metrics).
 """
 
 __version__ = "0.1.0"

@@ -71,7 +71,7 @@ def _transforms(train: bool):
 @torch.no_grad()
 def _predict(network: torch.nn.Module, loader, device: torch.device) -> tuple[list, list, list, list]:
     """Images, labels, binary predictions and Dice per case (of the thresholded logits)."""
-    from common.benchmark.case_metrics import label_dice
+    from common.metrics import label_dice
 
     network.eval()
     images, labels, preds = [], [], []
@@ -154,7 +154,7 @@ def segment_samples(output_dir: str | Path, bundle: str | Path = DEFAULT_BUNDLE)
 
     import nibabel as nib
 
-    from common.benchmark.case_metrics import volume_metrics
+    from common.metrics import volume_metrics
     from common.data import load_datalist
     from common.segment import SegmentationError, segment_scans
 

@@ -133,7 +133,7 @@ def bundle_and_synthetic_data(name: str, parent: Path, num_val: int = 1) -> tupl
     both under ``parent``."""
     import shutil
 
-    from common.data import make_synthetic_dataset
+    from common.datasets import make_synthetic_dataset
 
     bundle = parent / name
     shutil.copytree(REPO_ROOT / "bundles" / name, bundle)

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from common.benchmark import accuracy
-from common.benchmark.case_metrics import label_dice, vessel_metrics, volume_metrics
+from common.metrics import label_dice, vessel_metrics, volume_metrics
 from common.benchmark.resolution_ceiling import resolution_ceiling, truth_through_size
 from common.networks import ResizedInputNet
 

@@ -9,14 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.data import (
-    build_datalist,
-    case_id,
-    load_datalist,
-    make_synthetic_case,
-    make_synthetic_dataset,
-    write_datalist,
-)
+from common.data import build_datalist, case_id, load_datalist, write_datalist
+from common.datasets import make_synthetic_case, make_synthetic_dataset
 
 
 def test_case_id_strips_double_suffixes():
@@ -147,7 +141,7 @@ def test_split_cases_is_seeded_disjoint_and_complete():
 
 
 def test_lits_layout_datalist(tmp_path):
-    from common.data.lits import build_lits_datalist, main
+    from common.datasets.lits import build_lits_datalist, main
 
     root = tmp_path / "LiTS"
     for batch, numbers in (("Training Batch 1", range(0, 4)), ("Training Batch 2", range(4, 10))):
@@ -176,7 +170,7 @@ def test_synapse_datalist_keeps_the_benchmark_test_cases_and_maps_13_labels_to_8
 
     from monai.transforms import MapLabelValue
 
-    from common.data.synapse import (
+    from common.datasets.synapse import (
         SYNAPSE_LABELS,
         SYNAPSE_RAW_LABELS,
         SYNAPSE_TARGET_LABELS,

@@ -9,7 +9,8 @@ from monai.engines.utils import IterationEvents
 from monai.handlers import from_engine
 from torch import nn
 
-from common.engines import GradientClipping, PerImageConfusionMatrix
+from common.engines import GradientClipping
+from common.metrics import PerImageConfusionMatrix
 
 
 def _trainer(accumulation_steps=1, iterations=4):
@@ -79,7 +80,7 @@ def test_per_image_sensitivity_and_specificity_by_hand():
 
 
 def test_empty_class_false_positive_rate_scores_only_absent_classes():
-    from common.engines import EmptyClassFalsePositiveRate
+    from common.metrics import EmptyClassFalsePositiveRate
 
     # 2 cases, background + 2 classes: case 0 has class 1 only, case 1 has neither
     y = torch.zeros(2, 3, 4, 4)
@@ -103,7 +104,7 @@ def test_empty_class_false_positive_rate_scores_only_absent_classes():
 def test_hausdorff_distance_in_millimetres_uses_each_case_spacing():
     from monai.data import MetaTensor
 
-    from common.engines import HausdorffDistanceMm
+    from common.metrics import HausdorffDistanceMm
 
     y = torch.zeros(2, 8, 8, 8)
     y[1, 2:4, 2:4, 2:4] = 1

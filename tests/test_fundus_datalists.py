@@ -11,7 +11,7 @@ from PIL import Image
 from scipy.io import savemat
 
 from common.data import load_datalist
-from common.data.fundus import FUNDUS_DATASETS, field_of_view, prepare_fundus_datalist
+from common.datasets.fundus import FUNDUS_DATASETS, field_of_view, prepare_fundus_datalist
 
 H, W = 24, 32
 

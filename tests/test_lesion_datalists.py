@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from common.data import load_datalist
-from common.data.lesions import LESION_DATASETS, prepare_lesion_datalist
+from common.datasets.lesions import LESION_DATASETS, prepare_lesion_datalist
 
 
 def _pair(image_path, mask_path, ext_image=None):

@@ -93,7 +93,7 @@ def _datastore_studies(name: str, shared_data: Path, studies: Path) -> str:
     """A MONAI Label datastore folder with final labels (what annotators save from the viewer), of the kind the
     bundle's ``train.json`` trains on: 2D pictures for SAM2LoRA's fundus default, real hippocampus volumes for the
     others (whose default is their shipped hippocampus adapter's configuration). Returns the extension."""
-    from common.data import make_synthetic_dataset
+    from common.datasets import make_synthetic_dataset
 
     (studies / "labels" / "final").mkdir(parents=True)
     if name != "sam2lora_fundus_segmentation":

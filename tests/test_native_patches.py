@@ -11,7 +11,7 @@ from bundle_helpers import REPO_ROOT, TEST_BACKBONES, bundle_workflow
 from PIL import Image
 
 from common.backbones import get_backbone_spec
-from common.data import make_synthetic_dataset
+from common.datasets import make_synthetic_dataset
 
 #: the configs that train each bundle on 2D pictures, before native_patches.json
 PICTURE_CONFIGS = {

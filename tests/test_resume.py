@@ -15,7 +15,7 @@ import torch
 from bundle_helpers import REPO_ROOT
 from ignite.engine import Engine
 
-from common.data import make_synthetic_dataset
+from common.datasets import make_synthetic_dataset
 from common.engines import AtomicCheckpointSaver, latest_training_state
 
 BUNDLE = "conv_lora_sam_segmentation"

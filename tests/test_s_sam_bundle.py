@@ -13,7 +13,7 @@ import torch
 from bundle_helpers import bundle_workflow, check_bundle_files, run_workflow, write_hippocampus_datalist
 from PIL import Image
 
-from common.data import make_synthetic_dataset
+from common.datasets import make_synthetic_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = REPO_ROOT / "bundles" / "s_sam_text_prompted_segmentation"

@@ -10,7 +10,8 @@ import torch
 from bundle_helpers import bundle_workflow, check_bundle_files
 from PIL import Image
 
-from common.data import SamplePromptsd, make_synthetic_dataset
+from common.data import SamplePromptsd
+from common.datasets import make_synthetic_dataset
 from common.networks import Sam2LoraNet
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -220,7 +221,7 @@ def test_litemedsam_path_on_real_chase_db1(shared_data, tmp_path):
     # the real-data path end to end on CPU: datalist from the released layout, LiteMedSAM's real weights, two
     # training iterations, evaluation of the 8 test images inside their fields of view; whole pictures, so that 12
     # pictures are segmented in seconds (the default's native windows on real weights: test_shipped_adapters.py)
-    from common.data.fundus import prepare_fundus_datalist
+    from common.datasets.fundus import prepare_fundus_datalist
 
     data = tmp_path / "chase"
     prepare_fundus_datalist({"chase_db1": shared_data / "chase_db1"}, data, task="vessel")

@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from common.benchmark.case_metrics import vessel_metrics, volume_metrics
+from common.metrics import vessel_metrics, volume_metrics
 from common.data import build_datalist
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

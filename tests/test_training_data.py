@@ -13,7 +13,8 @@ import pytest
 from bundle_helpers import REPO_ROOT
 from PIL import Image
 
-from common.data import load_datalist, make_synthetic_dataset, training_datalist
+from common.data import load_datalist, training_datalist
+from common.datasets import make_synthetic_dataset
 
 
 def _data(tmp_path: Path) -> Path:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from common.backbones import BACKBONES
-from common.benchmark.case_metrics import vessel_metrics, volume_metrics
+from common.metrics import vessel_metrics, volume_metrics
 from common.benchmark.pictures import save_learning_curve, truth_overlay
 from common.cli import config_override
 
@@ -148,7 +148,7 @@ def prepare_dataset(name: str, data_root: Path, output_dir: Path) -> Path:
     if (target / "datalist.json").exists():
         return target
     if name == "chase_db1":
-        from common.data.fundus import prepare_fundus_datalist
+        from common.datasets.fundus import prepare_fundus_datalist
 
         prepare_fundus_datalist({"chase_db1": source}, target, task="vessel")
     else:

@@ -20,7 +20,7 @@ from monai.transforms import (
     ScaleIntensityRangePercentilesd,
 )
 
-from common.benchmark.case_metrics import label_dice
+from common.metrics import label_dice
 from common.data import load_datalist
 from common.networks import SamSegmentationNet
 

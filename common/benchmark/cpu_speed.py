@@ -39,7 +39,7 @@ from common.benchmark.accuracy import (
     dataset_configs,
     prepare_dataset,
 )
-from common.benchmark.case_metrics import label_dice
+from common.metrics import label_dice
 from common.benchmark.efficiency import cpu_model
 from common.engines.precision import PRECISION_ENV, cpu_flags, cpu_has_native_bf16, cpu_info
 

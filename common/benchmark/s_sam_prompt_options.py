@@ -8,7 +8,7 @@ embeddings of hippocampus slices, and reports the Dice of each class on held-out
 encoder's SVD scales are not trained here (that is what makes caching possible), so this isolates the prompting
 options from the encoder adaptation; it runs on 2 CPU cores in about 10 minutes.
 
-    python -m common.data.make_datalist --dataset_dir ../shared/data/msd_hippocampus --output_dir /tmp/hippo \\
+    python -m common.datasets.make_datalist --dataset_dir ../shared/data/msd_hippocampus --output_dir /tmp/hippo \\
         --val_fraction 0.008 --test_fraction 0.2 --seed 0 --skip_unlabelled \\
         --labels '{"1": "anterior hippocampus", "2": "posterior hippocampus"}'
     python -m common.benchmark.s_sam_prompt_options --dataset_dir /tmp/hippo --output_dir /tmp/s_sam_options

@@ -1,7 +1,6 @@
-"""Data contract shared by the bundles: MSD-style ``datalist.json`` helpers, a synthetic sample dataset, and the
-dictionary transforms the bundles need beyond MONAI's. Readers of published dataset layouts live in their own
-modules (``common.data.fundus``, ``common.data.lesions``, ``common.data.lits``, ``common.data.synapse``), each also
-a command line tool."""
+"""Data contract shared by the bundles at run time: MSD-style ``datalist.json`` helpers, scan reading with input
+checks, and the dictionary transforms the bundles' configs need beyond MONAI's. Commands that prepare datasets
+(published layouts → ``datalist.json``, synthetic sample data) are in ``common.datasets``."""
 
 from .class_volumes import SaveClassVolumesd, class_volumes
 from .datalist import (
@@ -31,7 +30,6 @@ from .scan_io import (
     read_scan,
     readable_scans,
 )
-from .synthetic import make_synthetic_case, make_synthetic_dataset
 from .training_data import check_labels, training_datalist
 from .transforms import (
     AddBackgroundChanneld,
@@ -79,8 +77,6 @@ __all__ = [
     "field_of_view",
     "find_images",
     "load_datalist",
-    "make_synthetic_case",
-    "make_synthetic_dataset",
     "output_rule_of",
     "overlay_masks",
     "sigmoid_rule",

@@ -1,11 +1,8 @@
 """Additions to MONAI's engines that the bundles need (MONAI's own engines and handlers are used as they are)."""
 
 from .checkpointing import AtomicCheckpointSaver, TrainingCheckpoint, latest_training_state
-from .empty_class_metric import EmptyClassFalsePositiveHandler, EmptyClassFalsePositiveRate
 from .gradient_clipping import GradientClipping
-from .hausdorff_mm import HausdorffDistanceMm
 from .inference_files import require_inference_files
-from .per_image_confusion import PerImageConfusionMatrix
 from .precision import SupervisedEvaluator, SupervisedTrainer, autocast, choose_amp, cpu_has_native_bf16
 from .prompt_propagation import mask_box, propagate_from_prompts
 from .slice_inferer import SliceBatchInferer
@@ -13,11 +10,7 @@ from .time_budget import TimeBudget
 
 __all__ = [
     "AtomicCheckpointSaver",
-    "EmptyClassFalsePositiveHandler",
-    "EmptyClassFalsePositiveRate",
     "GradientClipping",
-    "HausdorffDistanceMm",
-    "PerImageConfusionMatrix",
     "SliceBatchInferer",
     "SupervisedEvaluator",
     "SupervisedTrainer",

@@ -1,6 +1,6 @@
-"""The project's segmentation metrics, in one place: of one test case, computed the same way for every method and the
-baseline from the label maps (and probabilities) they wrote (vessel metrics inside the field of view for 2D pictures,
-per-class Dice and HD95 in mm for volumes), and the Dice every benchmark and test reports."""
+"""Segmentation metrics of one test case, computed the same way for every method and the baseline from the label
+maps (and probabilities) they wrote: vessel metrics inside the field of view for 2D pictures, per-class Dice and HD95
+in mm for volumes, and the Dice every benchmark and test reports."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 LiTS ships CT volumes ``volume-<n>.nii`` next to label maps ``segmentation-<n>.nii`` (0 background, 1 liver,
 2 tumour), often in two folders "Training Batch 1" and "Training Batch 2"; every folder under the root is searched.
 
-    python -m common.data.lits --dataset_dir /data/LiTS --output_dir /data/lits --val_fraction 0.1 --test_fraction 0.2
+    python -m common.datasets.lits --dataset_dir /data/LiTS --output_dir /data/lits --val_fraction 0.1 --test_fraction 0.2
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from .datalist import paired_entries, report, split_cases, write_datalist
+from common.data.datalist import paired_entries, report, split_cases, write_datalist
 
 __all__ = ["LITS_LABELS", "build_lits_datalist", "find_lits_cases"]
 
@@ -71,7 +71,7 @@ def build_lits_datalist(
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m common.data.lits", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m common.datasets.lits", description=__doc__.split("\n")[0])
     parser.add_argument("--dataset_dir", required=True, help="the LiTS folder (searched recursively)")
     parser.add_argument("--output_dir", default=None, help="where datalist.json goes (default: dataset_dir)")
     parser.add_argument("--val_fraction", type=float, default=0.1)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .datalist import write_datalist
+from common.data.datalist import write_datalist
 
 __all__ = ["make_synthetic_case", "make_synthetic_dataset"]
 

@@ -3,7 +3,7 @@
 A reader walks one dataset's folder in its release layout and yields :class:`LayoutCase` objects;
 :func:`prepare_layout_datalist` converts their annotations to canonical label PNGs (one value per class) under an
 output folder, optionally writes field-of-view masks, keeps official train/test splits and splits the rest by case
-with a seed. ``common.data.fundus`` and ``common.data.lesions`` hold the readers of the datasets they know.
+with a seed. ``common.datasets.fundus`` and ``common.datasets.lesions`` hold the readers of the datasets they know.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .datalist import report, write_datalist
+from common.data.datalist import report, write_datalist
 
 __all__ = [
     "LayoutCase",

@@ -6,7 +6,7 @@ and trains on the other 18; this builder keeps that split (a validation share is
 writes the 8 organ names. The 13 → 8 remapping happens in the bundle's transforms
 (``MapLabelValued`` with :data:`SYNAPSE_RAW_LABELS` → :data:`SYNAPSE_TARGET_LABELS`), so no label file is rewritten.
 
-    python -m common.data.synapse --dataset_dir /data/Synapse/RawData/Training --output_dir /data/synapse
+    python -m common.datasets.synapse --dataset_dir /data/Synapse/RawData/Training --output_dir /data/synapse
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import random
 import re
 from pathlib import Path
 
-from .datalist import paired_entries, report, write_datalist
+from common.data.datalist import paired_entries, report, write_datalist
 
 __all__ = [
     "SYNAPSE_LABELS",
@@ -102,7 +102,7 @@ def build_synapse_datalist(
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m common.data.synapse", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m common.datasets.synapse", description=__doc__.split("\n")[0])
     parser.add_argument("--dataset_dir", required=True, help="folder with img/ and label/ (searched recursively)")
     parser.add_argument("--output_dir", default=None, help="where datalist.json goes (default: dataset_dir)")
     parser.add_argument("--val_cases", type=int, default=2, help="validation cases drawn from the 18 training cases")

@@ -1,12 +1,12 @@
 """Command line: build ``datalist.json`` from an image folder and a label folder.
 
-    python -m common.data.make_datalist --dataset_dir /data/Task04_Hippocampus --image_dir imagesTr \\
+    python -m common.datasets.make_datalist --dataset_dir /data/Task04_Hippocampus --image_dir imagesTr \\
         --label_dir labelsTr --output_dir /data/hippocampus --test_fraction 0.2 --val_fraction 0.08 --skip_unlabelled
 """
 
 from __future__ import annotations
 
-from .datalist import build_datalist, report, write_datalist
+from common.data.datalist import build_datalist, report, write_datalist
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     import json
 
     parser = argparse.ArgumentParser(
-        prog="python -m common.data.make_datalist", description=build_datalist.__doc__.split("\n")[0]
+        prog="python -m common.datasets.make_datalist", description=build_datalist.__doc__.split("\n")[0]
     )
     parser.add_argument("--dataset_dir", required=True, help="folder holding the image and label folders")
     parser.add_argument("--image_dir", default="images")

@@ -1,8 +1,8 @@
 """Datalists for public polyp and skin-lesion datasets in their published folder layouts (binary lesion masks).
 
-    python -m common.data.lesions --output_dir data/polyps --dataset kvasir_seg=/data/Kvasir-SEG \\
+    python -m common.datasets.lesions --output_dir data/polyps --dataset kvasir_seg=/data/Kvasir-SEG \\
         --dataset cvc_clinicdb=/data/CVC-ClinicDB
-    python -m common.data.lesions --output_dir data/isic2017 --dataset isic2017=/data/ISIC2017
+    python -m common.datasets.lesions --output_dir data/isic2017 --dataset isic2017=/data/ISIC2017
 
 Labels are written as canonical PNGs (0 background, 1 lesion) under ``output_dir``; images are referenced in place.
 ISIC 2017 keeps its official training / validation / test parts (validation joins training, from which the
@@ -56,7 +56,7 @@ def _isic2017(root: Path) -> Iterator[LayoutCase]:
 
 def _image_folder(root: Path) -> Iterator[LayoutCase]:
     # generic: images/<id>.<ext> with masks/<id>.<ext> (white lesion on black), e.g. PraNet's polyp benchmark folders
-    from .datalist import case_id, find_images
+    from common.data.datalist import case_id, find_images
 
     masks = {case_id(p): p for p in find_images(root / "masks")}
     for image in find_images(root / "images"):
@@ -81,14 +81,14 @@ def prepare_lesion_datalist(
     seed: int = 0,
 ) -> Path:
     """Convert the masks of lesion datasets (names from :data:`LESION_DATASETS`) and write a pooled
-    ``datalist.json`` (see :func:`common.data.layouts.prepare_layout_datalist`)."""
+    ``datalist.json`` (see :func:`common.datasets.layouts.prepare_layout_datalist`)."""
     return prepare_layout_datalist(
         sources, output_dir, LESION_DATASETS, "lesion", LABELS, test_fraction, val_fraction, seed, field_of_view=None
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = layout_parser("python -m common.data.lesions", __doc__.split("\n\n")[0], LESION_DATASETS, 0.2)
+    parser = layout_parser("python -m common.datasets.lesions", __doc__.split("\n\n")[0], LESION_DATASETS, 0.2)
     args = parser.parse_args(argv)
     sources = dict(item.split("=", 1) for item in args.dataset)
     print(report(prepare_lesion_datalist(sources, args.output_dir, args.test_fraction, args.val_fraction, args.seed)))

@@ -1,6 +1,6 @@
 """Datalists for public retinal fundus datasets in their published folder layouts, pooled into one training set.
 
-    python -m common.data.fundus --task vessel --output_dir data/vessels \\
+    python -m common.datasets.fundus --task vessel --output_dir data/vessels \\
         --dataset chase_db1=/data/CHASE_DB1 --dataset drive=/data/DRIVE
 
 Each reader finds a dataset's images and annotations where its release puts them and writes the annotation as a
@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .layouts import LayoutCase, layout_parser, prepare_layout_datalist, read_binary, read_grey, report
-from .transforms import field_of_view
+from common.data.transforms import field_of_view
 
 __all__ = ["FUNDUS_DATASETS", "prepare_fundus_datalist", "field_of_view"]
 
@@ -244,7 +244,7 @@ def _papila(root: Path) -> Iterator[LayoutCase]:
 
 def _image_folder(root: Path) -> Iterator[LayoutCase]:
     # generic: images/<id>.<ext> with labels/<id>.<ext> holding the canonical label values (0/1 or 0/1/2)
-    from .datalist import IMAGE_SUFFIXES, case_id, find_images
+    from common.data.datalist import IMAGE_SUFFIXES, case_id, find_images
 
     labels = {case_id(p): p for p in find_images(_require(root / "labels", "labels/"))}
     for image in find_images(_require(root / "images", "images/")):
@@ -279,7 +279,7 @@ def prepare_fundus_datalist(
     seed: int = 0,
 ) -> Path:
     """Convert the annotations of fundus datasets (names from :data:`FUNDUS_DATASETS`) and write a pooled
-    ``datalist.json`` with labels, FOV masks and splits (see :func:`common.data.layouts.prepare_layout_datalist`).
+    ``datalist.json`` with labels, FOV masks and splits (see :func:`common.datasets.layouts.prepare_layout_datalist`).
 
     Args:
         task: ``vessel`` or ``disc_cup``; every dataset must annotate that task.
@@ -292,7 +292,7 @@ def prepare_fundus_datalist(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = layout_parser("python -m common.data.fundus", __doc__.split("\n\n")[0], FUNDUS_DATASETS, 0.25)
+    parser = layout_parser("python -m common.datasets.fundus", __doc__.split("\n\n")[0], FUNDUS_DATASETS, 0.25)
     parser.add_argument("--task", choices=sorted(TASK_LABELS), default="vessel")
     args = parser.parse_args(argv)
     sources = dict(item.split("=", 1) for item in args.dataset)

@@ -64,7 +64,8 @@ def _transforms(train: bool):
     if train:
         # slices of different volumes differ a little in size (about 35×51): one padded size makes them a batch
         steps += [mt.ResizeWithPadOrCropd(keys=keys, spatial_size=(64, 64)),
-                  mt.RandFlipd(keys=keys, prob=0.5, spatial_axis=0), mt.RandFlipd(keys=keys, prob=0.5, spatial_axis=1)]  # fmt: skip
+                  mt.RandFlipd(keys=keys, prob=0.5, spatial_axis=0),
+                  mt.RandFlipd(keys=keys, prob=0.5, spatial_axis=1)]  # fmt: skip
     return mt.Compose(steps + [mt.EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False)])
 
 

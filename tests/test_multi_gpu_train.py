@@ -35,7 +35,8 @@ def test_two_gloo_ranks_train_one_epoch_to_identical_adapters(name, tmp_path):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle",
         "run", "--config_file", configs, "--bundle_root", str(bundle), "--backbone", TEST_BACKBONES[name],
-        "--dataset_dir", str(data), "--max_epochs", "1", "--val_interval", "1", "--num_workers", "0", "--batch_size", "1",
+        "--dataset_dir", str(data), "--max_epochs", "1", "--val_interval", "1", "--num_workers", "0",
+        "--batch_size", "1",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(command, cwd=bundle, env=env, capture_output=True, text=True, timeout=900)

@@ -74,7 +74,8 @@ def test_the_kit_runs_the_benchmark_from_its_own_wheels_data_and_embeddings(tmp_
 
     # S-SAM through the run script: its label embedding comes from the kit, not from the text model
     output = tmp_path / "results"
-    arguments = ["--dataset", "chase_db1", "--methods", "s_sam", "--backbone", "sam_vit_test", "--iterations", "1", "--batch_size", "1",
+    arguments = ["--dataset", "chase_db1", "--methods", "s_sam", "--backbone", "sam_vit_test", "--iterations", "1",
+                 "--batch_size", "1",
                  "--max_val_cases", "1", "--max_test_cases", "1", "--overlays", "0", "--num_workers", "0",
                  "--output_dir", str(output)]  # fmt: skip
     environment = {**os.environ, "PYTHON": sys.executable, "KIT_SITE": str(tmp_path / "site")}

@@ -154,8 +154,8 @@ def build_backbone(
             how to get it if it is absent);
             ``None`` for random weights (tests, benchmarks).
         image_size: square input size to build for (default: the native size). SAM ViT position embeddings
-            are interpolated from the checkpoint; SAM2 interpolates at run time; LiteMedSAM's TinyViT is built for the size
-            (a multiple of 4; its weights do not depend on it).
+            are interpolated from the checkpoint; SAM2 interpolates at run time; LiteMedSAM's TinyViT is built for
+            the size (a multiple of 4; its weights do not depend on it).
         verify_checksum: check the sha256 of released files (recognised by file name) before loading.
         kwargs: architecture overrides passed to the family builder (advanced use).
 

@@ -79,8 +79,9 @@ DATASETS = {
         "volume",
         HIPPOCAMPUS_LABELS,
         1,
-        "MSD Task04 hippocampus: 260 labelled volumes (hippocampus_118 has no label and is left out), split by case with a seeded "
-        "shuffle (seed 0): 20% test, 10% validation, 70% training; 3D Dice and HD95 (mm) per structure",
+        "MSD Task04 hippocampus: 260 labelled volumes (hippocampus_118 has no label and is left out), "
+        "split by case with a seeded shuffle (seed 0): 20% test, 10% validation, 70% training; "
+        "3D Dice and HD95 (mm) per structure",
     ),
 }
 

@@ -212,9 +212,11 @@ def table_rows(rows: list[dict], peak_tflops: float | None) -> tuple[list[str], 
                 f"{backbone} ({row['input_size']}², batch {row['batch_size']})",
                 "full fine-tuning" if kind == "full" else kind,
                 f"{row['total_parameters']:,}",
-                f"{row['trainable_parameters']:,} ({100 * row['trainable_parameters'] / row['total_parameters']:.2f} %)",
+                f"{row['trainable_parameters']:,} "
+                f"({100 * row['trainable_parameters'] / row['total_parameters']:.2f} %)",
                 _megabytes(row.get("adapter_file_bytes")),
-                f"{row['train_step_seconds']:.3f} ({_ratio(row['train_step_seconds'], full.get('train_step_seconds'))})",
+                f"{row['train_step_seconds']:.3f} "
+                f"({_ratio(row['train_step_seconds'], full.get('train_step_seconds'))})",
                 f"{_megabytes(row['train_step_peak_bytes'])} "
                 f"({_ratio(row['train_step_peak_bytes'], full.get('train_step_peak_bytes'))})",
                 f"{tflops:.3f}",

@@ -2,7 +2,8 @@
 
 Runs the prompt-free network on one real volume (read and checked by ``read_scan``, scaled by the bundles'
 ``ScaleScanIntensityd``, left in its stored orientation) through :class:`common.engines.SliceBatchInferer`, first one
-slice at a time, then ``--batch_size`` slices per forward pass, same backbone, same slices, best of ``--repeats``. Also checks that both give the same logits.
+slice at a time, then ``--batch_size`` slices per forward pass, same backbone, same slices, best of ``--repeats``.
+Also checks that both give the same logits.
 
     python -m common.benchmark.slice_batching --volume ../shared/data/totalsegmentator_samples/example_ct_sm.nii.gz \
         --intensity ct:abdomen --backbone sam_vit_test --output_dir /tmp/slice_batching

@@ -22,7 +22,8 @@ class PromptPropagationInferTask(InferTask):
     neighbouring slices in both directions (:func:`common.engines.prompt_propagation.propagate_from_prompts`).
 
     Register it in a MONAI Label app's ``init_infers`` (see the README), e.g.
-    ``infers["sam2lora_prompts"] = PromptPropagationInferTask(os.path.join(self.model_dir, "sam2lora_fundus_segmentation"))``.
+    ``infers["sam2lora_prompts"] =
+    PromptPropagationInferTask(os.path.join(self.model_dir, "sam2lora_fundus_segmentation"))``.
 
     Requests follow MONAI Label's interactive conventions (3D Slicer, OHIF): ``foreground`` / ``background`` are
     clicks ``[i, j, k]`` in the image's voxel indices (``[i, j]`` for 2D images), ``roi`` is ``[i0, j0, i1, j1]``

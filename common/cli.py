@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["config_override"]
+__all__ = ["config_override", "errors_as_one_line"]
 
 
 def config_override(item: str) -> tuple[str, object]:
@@ -19,3 +22,15 @@ def config_override(item: str) -> tuple[str, object]:
         return key, json.loads(text)
     except json.JSONDecodeError:
         return key, text
+
+
+@contextmanager
+def errors_as_one_line(errors: tuple[type[BaseException], ...] = (OSError, ValueError)) -> Iterator[None]:
+    """Around the work of a command: an expected error about the user's data or paths (a missing folder, a bad
+    layout, an unwritable output) ends the command with ``error: <message>`` on stderr and exit status 1, as
+    ``common.segment`` does, instead of a traceback that buries the message. Anything else still raises."""
+    try:
+        yield
+    except errors as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -175,6 +175,7 @@ def test_synapse_datalist_keeps_the_benchmark_test_cases_and_maps_13_labels_to_8
         SYNAPSE_RAW_LABELS,
         SYNAPSE_TARGET_LABELS,
         SYNAPSE_TEST_CASES,
+        build_synapse_datalist,
         main,
     )
 
@@ -199,4 +200,47 @@ def test_synapse_datalist_keeps_the_benchmark_test_cases_and_maps_13_labels_to_8
 
     (root / "label" / "label0010.nii.gz").unlink()
     with pytest.raises(ValueError, match="without label"):
-        main(["--dataset_dir", str(tmp_path), "--output_dir", str(tmp_path / "out2")])
+        build_synapse_datalist(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "module, arguments, message",
+    [
+        ("lits", ["--dataset_dir", "{missing}"], "LiTS folder not found"),
+        ("synapse", ["--dataset_dir", "{missing}"], "Synapse folder not found"),
+        ("make_datalist", ["--dataset_dir", "{missing}"], "image folder not found"),
+        ("fundus", ["--dataset", "chase_db1={missing}"], "chase_db1: folder not found"),
+        ("fundus", ["--task", "disc_cup", "--dataset", "chase_db1={here}"], "chase_db1 annotates vessel, not disc_cup"),
+        ("lesions", ["--dataset", "kvasir={here}"], "unknown dataset 'kvasir'"),
+    ],
+)
+def test_a_dataset_command_reports_a_bad_folder_in_one_line_and_writes_nothing(
+    tmp_path, capsys, module, arguments, message
+):
+    import importlib
+
+    main = importlib.import_module(f"common.datasets.{module}").main
+    output = tmp_path / "out"
+    paths = {"missing": str(tmp_path / "missing"), "here": str(tmp_path)}
+    with pytest.raises(SystemExit) as exit_info:
+        main([a.format(**paths) for a in arguments] + ["--output_dir", str(output)])
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 1
+    assert stderr.strip().splitlines() == [stderr.strip()] and stderr.startswith("error: ") and message in stderr
+    assert not output.exists()  # no output folder for a run that failed at once
+
+
+@pytest.mark.parametrize(
+    "module, arguments, message",
+    [
+        ("fundus", ["--dataset", "chase_db1", "--output_dir", "out"], "expects NAME=FOLDER, got 'chase_db1'"),
+        ("make_datalist", ["--dataset_dir", ".", "--labels", "{bad"], "expects a JSON object"),
+    ],
+)
+def test_a_dataset_command_reports_a_malformed_option_through_argparse(capsys, module, arguments, message):
+    import importlib
+
+    main = importlib.import_module(f"common.datasets.{module}").main
+    with pytest.raises(SystemExit) as exit_info:
+        main(arguments)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err.splitlines()[-1]

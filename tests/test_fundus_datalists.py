@@ -160,7 +160,7 @@ def test_task_mismatch_and_missing_layout_are_clear(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="stare-images"):
         prepare_fundus_datalist({"stare": tmp_path / "empty"}, tmp_path / "out")
-    with pytest.raises(KeyError, match="unknown dataset"):
+    with pytest.raises(ValueError, match="unknown dataset"):
         prepare_fundus_datalist({"nope": tmp_path / "empty"}, tmp_path / "out")
 
 

@@ -28,8 +28,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .layouts import LayoutCase, layout_parser, prepare_layout_datalist, read_binary, read_grey, report
+from common.cli import errors_as_one_line
 from common.data.transforms import field_of_view
+
+from .layouts import LayoutCase, layout_parser, prepare_layout_datalist, read_binary, read_grey, report
 
 __all__ = ["FUNDUS_DATASETS", "prepare_fundus_datalist", "field_of_view"]
 
@@ -295,14 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = layout_parser("python -m common.datasets.fundus", __doc__.split("\n\n")[0], FUNDUS_DATASETS, 0.25)
     parser.add_argument("--task", choices=sorted(TASK_LABELS), default="vessel")
     args = parser.parse_args(argv)
-    sources = dict(item.split("=", 1) for item in args.dataset)
-    print(
-        report(
-            prepare_fundus_datalist(
-                sources, args.output_dir, args.task, args.test_fraction, args.val_fraction, args.seed
-            )
+    with errors_as_one_line():
+        path = prepare_fundus_datalist(
+            dict(args.dataset), args.output_dir, args.task, args.test_fraction, args.val_fraction, args.seed
         )
-    )
+    print(report(path))
     return 0
 
 

@@ -108,7 +108,7 @@ def prepare_layout_datalist(
     for name, folder in sources.items():
         kind = name.split("@", 1)[0]
         if kind not in readers:
-            raise KeyError(f"unknown dataset {kind!r}; known: {', '.join(readers)}")
+            raise ValueError(f"unknown dataset {kind!r}; known: {', '.join(readers)}")
         dataset_task, reader = readers[kind]
         if dataset_task not in (task, "any"):
             raise ValueError(f"{kind} annotates {dataset_task}, not {task}")
@@ -166,6 +166,16 @@ def _convert(case: LayoutCase, out: Path, dataset: str, field_of_view) -> dict:
     return entry
 
 
+def _dataset_source(item: str) -> tuple[str, str]:
+    """``NAME=FOLDER`` (a ``--dataset`` option) → ``(NAME, FOLDER)``; argparse reports a malformed item."""
+    import argparse
+
+    name, separator, folder = item.partition("=")
+    if not separator or not name or not folder:
+        raise argparse.ArgumentTypeError(f"expects NAME=FOLDER, got {item!r}")
+    return name, folder
+
+
 def layout_parser(prog: str, description: str, readers: Mapping[str, tuple[str, Reader]], test_fraction: float):
     """The command-line options every layout reader module shares (``--dataset NAME=FOLDER`` repeatable,
     ``--output_dir``, split fractions, seed); modules add their own (e.g. ``--task``)."""
@@ -176,6 +186,7 @@ def layout_parser(prog: str, description: str, readers: Mapping[str, tuple[str, 
         "--dataset",
         action="append",
         required=True,
+        type=_dataset_source,
         metavar="NAME=FOLDER",
         help=f"repeatable; NAME in: {', '.join(readers)}",
     )

@@ -16,6 +16,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from common.cli import errors_as_one_line
+
 from .layouts import LayoutCase, layout_parser, prepare_layout_datalist, read_binary, report
 
 __all__ = ["LESION_DATASETS", "prepare_lesion_datalist"]
@@ -90,8 +92,11 @@ def prepare_lesion_datalist(
 def main(argv: list[str] | None = None) -> int:
     parser = layout_parser("python -m common.datasets.lesions", __doc__.split("\n\n")[0], LESION_DATASETS, 0.2)
     args = parser.parse_args(argv)
-    sources = dict(item.split("=", 1) for item in args.dataset)
-    print(report(prepare_lesion_datalist(sources, args.output_dir, args.test_fraction, args.val_fraction, args.seed)))
+    with errors_as_one_line():
+        path = prepare_lesion_datalist(
+            dict(args.dataset), args.output_dir, args.test_fraction, args.val_fraction, args.seed
+        )
+    print(report(path))
     return 0
 
 

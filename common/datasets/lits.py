@@ -13,6 +13,7 @@ import os
 import re
 from pathlib import Path
 
+from common.cli import errors_as_one_line
 from common.data.datalist import paired_entries, report, split_cases, write_datalist
 
 __all__ = ["LITS_LABELS", "build_lits_datalist", "find_lits_cases"]
@@ -80,11 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     output_dir = Path(args.output_dir or args.dataset_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    datalist = build_lits_datalist(
-        args.dataset_dir, args.val_fraction, args.test_fraction, args.seed, relative_to=output_dir
-    )
-    print(report(write_datalist(datalist, output_dir)))
+    with errors_as_one_line():  # the output folder is made only once the datalist is built
+        datalist = build_lits_datalist(
+            args.dataset_dir, args.val_fraction, args.test_fraction, args.seed, relative_to=output_dir
+        )
+        path = write_datalist(datalist, output_dir)
+    print(report(path))
     return 0
 
 

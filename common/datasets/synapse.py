@@ -16,6 +16,7 @@ import random
 import re
 from pathlib import Path
 
+from common.cli import errors_as_one_line
 from common.data.datalist import paired_entries, report, write_datalist
 
 __all__ = [
@@ -109,9 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     output_dir = Path(args.output_dir or args.dataset_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    datalist = build_synapse_datalist(args.dataset_dir, args.val_cases, args.seed, relative_to=output_dir)
-    print(report(write_datalist(datalist, output_dir)))
+    with errors_as_one_line():  # the output folder is made only once the datalist is built
+        datalist = build_synapse_datalist(args.dataset_dir, args.val_cases, args.seed, relative_to=output_dir)
+        path = write_datalist(datalist, output_dir)
+    print(report(path))
     return 0
 
 

@@ -223,9 +223,9 @@ def test_accuracy_command_reports_a_missing_dataset(tmp_path, capsys):
          "--data_root", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "out")]
     )  # fmt: skip
     assert code == 1
-    assert "failed: unet" in capsys.readouterr().err
-    log = (tmp_path / "out" / "chase_db1" / "unet_sam_vit_test" / "run.log").read_text()
-    assert "dataset 'chase_db1' not found" in log
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and err.startswith("error: dataset 'chase_db1' not found") and "--data_root" in err
+    assert not (tmp_path / "out").exists()  # said once, before any run folder is written
 
 
 def test_config_values_set_on_the_command_line_reach_every_run(tmp_path, capsys):

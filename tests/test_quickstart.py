@@ -77,6 +77,16 @@ def test_quickstart_without_a_shipped_adapter_says_so(tmp_path, capsys):
     assert "models/model.pt not found" in capsys.readouterr().err
 
 
+def test_quickstart_output_path_that_is_a_file_is_one_line(tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--output_dir", str(taken)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"--output_dir {taken} is a file; give a folder")
+    assert taken.read_text() == "not a folder"
+
+
 def test_quickstart_cli_help():
     result = subprocess.run([sys.executable, "-m", "common.quickstart", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--output_dir" in result.stdout and "--adapt" in result.stdout

@@ -593,6 +593,11 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(write_summary(output_dir))
         return 0
+    source = Path(settings.data_root) / DATASETS[settings.dataset].folder
+    if not source.is_dir():  # every method would fail on it: say it once, before anything is written
+        print(f"error: dataset {settings.dataset!r} not found at {source}: give --data_root (the folder holding "
+              f"{DATASETS[settings.dataset].folder}/)", file=sys.stderr)  # fmt: skip
+        return 1
     output_dir.mkdir(parents=True, exist_ok=True)
     results, failed = [], []
     for method in settings.methods:

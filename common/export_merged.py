@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = dict(args.set)
     try:
         path, merged, kept = export_merged(args.bundle, args.output, args.weights, args.config, overrides)
-    except SegmentationError as error:
+    except (SegmentationError, OSError) as error:  # OSError: an output path under a file, a full disk
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"{path}: {merged} adapter layers folded into plain layers, {len(kept)} kept as modules")

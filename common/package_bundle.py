@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         path = package_bundle(args.bundle, args.output_dir, args.weights)
-    except (PackagingError, FileNotFoundError) as error:
+    except (PackagingError, OSError) as error:  # OSError: a missing file, an output path that is a file
         print(f"error: {error}", file=sys.stderr)
         return 1
     with zipfile.ZipFile(path) as archive:

@@ -20,6 +20,7 @@ from bundle_helpers import REPO_ROOT, TEST_BACKBONES, bundle_with_test_weights
 from common.backbones import build_backbone
 from common.backbones.checkpoint import CheckpointError, read_checkpoint
 from common.package_bundle import PackagingError, package_bundle
+from common.package_bundle import main as package_main
 
 BUNDLES = sorted(TEST_BACKBONES)
 
@@ -113,7 +114,7 @@ def test_package_is_reproducible_and_runs_after_download(tmp_path):
     assert (tmp_path / "out" / "Image_01L_seg.png").is_file()
 
 
-def test_packaging_refuses_unsafe_or_base_weights_and_bad_metadata(tmp_path):
+def test_packaging_refuses_unsafe_or_base_weights_and_bad_metadata(tmp_path, capsys):
     name = "balr_sam_segmentation"
     bundle = bundle_with_test_weights(name, tmp_path)
     marker = tmp_path / "code_ran"
@@ -123,6 +124,7 @@ def test_packaging_refuses_unsafe_or_base_weights_and_bad_metadata(tmp_path):
     assert not marker.exists()
     meta_file = bundle / "configs" / "metadata.json"
     meta = json.loads(meta_file.read_text())
+    shipped_meta = meta_file.read_text()
     meta["version"] = "9.9.9"  # not in the changelog
     meta_file.write_text(json.dumps(meta))
     with pytest.raises(PackagingError, match="changelog"):
@@ -133,6 +135,13 @@ def test_packaging_refuses_unsafe_or_base_weights_and_bad_metadata(tmp_path):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 1 and "missing LICENSE" in result.stderr
+    (bundle / "LICENSE").write_text("Apache-2.0")
+    meta_file.write_text(shipped_meta)
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    assert package_main(["--bundle", str(bundle), "--output_dir", str(taken)]) == 1  # the output path is a file
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and err.startswith("error: ") and str(taken) in err
     assert not list((tmp_path / "d").glob("*.zip")) if (tmp_path / "d").exists() else True
 
 

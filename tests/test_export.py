@@ -85,6 +85,10 @@ def test_merged_bundle_segments_a_picture_and_the_command_reports(tmp_path, caps
     assert result.returncode == 0, result.stderr[-3000:]
     assert Image.open(tmp_path / "out" / "fundus_seg.png").size == (70, 60)
     assert main(["--bundle", str(tmp_path / "nowhere")]) == 1
+    capsys.readouterr()
+    assert main(["--bundle", str(bundle), "--output", str(picture / "merged.pt")]) == 1  # under a file
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and err.startswith("error: ") and str(picture) in err
 
 
 @pytest.mark.parametrize("name", sorted(TEST_BACKBONES))

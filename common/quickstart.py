@@ -363,11 +363,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = vars(parser.parse_args(argv))
-    if Path(args["output_dir"]).exists() and not Path(args["output_dir"]).is_dir():
-        parser.error(f"--output_dir {args['output_dir']} is a file; give a folder")
+    output_dir = Path(args.pop("output_dir"))
+    if output_dir.exists() and not output_dir.is_dir():
+        parser.error(f"--output_dir {output_dir} is a file; give a folder")
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        metrics = run_quickstart(args.pop("output_dir"), args.pop("bundle"), args.pop("adapt"), args.pop("segment"),
+        metrics = run_quickstart(output_dir, args.pop("bundle"), args.pop("adapt"), args.pop("segment"),
                                  **args)  # fmt: skip
     except (SegmentationError, OSError) as error:  # OSError: an unwritable output folder, a full disk
         print(f"error: {error}", file=sys.stderr)

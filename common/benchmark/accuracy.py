@@ -136,15 +136,22 @@ def baseline_network(image_channels: int) -> dict:
     }
 
 
+def dataset_source(name: str, data_root: Path) -> Path:
+    """The dataset's folder under ``data_root``; FileNotFoundError (one line, naming ``--data_root``) if absent."""
+    folder = DATASETS[name].folder
+    source = data_root / folder
+    if not source.is_dir():
+        raise FileNotFoundError(
+            f"dataset {name!r} not found at {source}: give --data_root (the folder holding {folder}/)"
+        )
+    return source
+
+
 def prepare_dataset(name: str, data_root: Path, output_dir: Path) -> Path:
     """Write the dataset's ``datalist.json`` (and CHASE_DB1's label / FOV PNGs) under ``output_dir``; returns the
     folder (the bundles' ``dataset_dir``). Already prepared folders are reused."""
     spec = DATASETS[name]
-    source = data_root / spec.folder
-    if not source.is_dir():
-        raise FileNotFoundError(
-            f"dataset {name!r} not found at {source}: give --data_root (the folder holding {spec.folder}/)"
-        )
+    source = dataset_source(name, data_root)
     target = output_dir / "data"
     if (target / "datalist.json").exists():
         return target
@@ -593,10 +600,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(write_summary(output_dir))
         return 0
-    source = Path(settings.data_root) / DATASETS[settings.dataset].folder
-    if not source.is_dir():  # every method would fail on it: say it once, before anything is written
-        print(f"error: dataset {settings.dataset!r} not found at {source}: give --data_root (the folder holding "
-              f"{DATASETS[settings.dataset].folder}/)", file=sys.stderr)  # fmt: skip
+    try:  # every method would fail on a missing dataset: say it once, before anything is written
+        dataset_source(settings.dataset, Path(settings.data_root))
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
     output_dir.mkdir(parents=True, exist_ok=True)
     results, failed = [], []

@@ -3,7 +3,7 @@
 LiTS ships CT volumes ``volume-<n>.nii`` next to label maps ``segmentation-<n>.nii`` (0 background, 1 liver,
 2 tumour), often in two folders "Training Batch 1" and "Training Batch 2"; every folder under the root is searched.
 
-    python -m common.datasets.lits --dataset_dir /data/LiTS --output_dir /data/lits \
+    python -m common.datasets.lits --dataset_dir /data/LiTS --output_dir /data/lits \\
         --val_fraction 0.1 --test_fraction 0.2
 """
 

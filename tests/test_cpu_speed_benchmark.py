@@ -71,25 +71,33 @@ def test_accuracy_only_keeps_the_earlier_measurements_and_adds_the_pair(tmp_path
     assert "--accuracy_only needs --continue_from" in capsys.readouterr().err
     asked = {}
 
-    def pair(data_dir, method, iterations, size, cases):
-        asked.update(method=method, iterations=iterations, size=size, cases=cases)
-        return {"float32": {"val_mean_dice": 0.41, "train_seconds": 9.0},
-                "bfloat16": {"val_mean_dice": 0.40, "train_seconds": 5.0},
+    def pair(data_dir, method, iterations, size, cases, val_every, seed):
+        asked.update(method=method, iterations=iterations, size=size, cases=cases, val_every=val_every, seed=seed)
+        return {"float32": {"val_mean_dice": 0.41, "train_seconds": 9.0, "curve": [[4, 0.21], [7, 0.41]]},
+                "bfloat16": {"val_mean_dice": 0.40, "train_seconds": 5.0, "curve": [[4, 0.26], [7, 0.40]]},
                 "difference": 0.01, "method": method, "iterations": iterations, "input_size": size,
-                "validation_cases": cases}  # fmt: skip
+                "validation_cases": cases, "seed": seed}  # fmt: skip
 
     monkeypatch.setattr(cpu_speed, "_accuracy_pair", pair)
     monkeypatch.setattr(cpu_speed, "prepare_dataset", lambda name, root, work: work)
     code = cpu_speed.main(["--continue_from", str(earlier_file), "--accuracy_only", "--accuracy_iterations", "7",
-                           "--accuracy_val_cases", "3", "--work_dir", str(tmp_path),
+                           "--accuracy_val_cases", "3", "--accuracy_val_every", "4", "--accuracy_seed", "3",
+                           "--work_dir", str(tmp_path),
                            "--output", str(tmp_path / "r")])  # fmt: skip
-    assert code == 0 and asked == {"method": "balr_sam", "iterations": 7, "size": 128, "cases": 3}
+    assert code == 0 and asked == {"method": "balr_sam", "iterations": 7, "size": 64, "cases": 3, "val_every": 4,
+                                 "seed": 3}
     report = json.loads((tmp_path / "r.json").read_text())
-    # every earlier measurement kept as it was, the pair added with its own date and command
-    assert {k: v for k, v in report.items() if k != "accuracy"} == {k: v for k, v in earlier.items() if k != "accuracy"}
+    # every earlier measurement kept as it was (the replaced pair too), the pair added with its own date and command
+    kept = {k: v for k, v in report.items() if k not in ("accuracy", "earlier_accuracy")}
+    assert kept == {k: v for k, v in earlier.items() if k not in ("accuracy", "earlier_accuracy")}
+    assert report["earlier_accuracy"][0] == earlier["accuracy"]
     assert report["accuracy"]["command"].startswith("python -m common.benchmark.cpu_speed --continue_from")
     text = (tmp_path / "r.md").read_text()
-    assert "BALR-SAM on the hippocampus, 7 seeded iterations at 128²" in text and "| bfloat16 | 0.400 |" in text
+    assert "BALR-SAM on the hippocampus, 7 iterations seeded 3 at 64²" in text and "| bfloat16 | 0.400 |" in text
+    assert "| 4 | 0.210 | 0.260 | 0.050 |" in text and "| 7 | 0.410 | 0.400 | 0.010 |" in text
+    replaced = text.split("An earlier pair")[1]
+    shown = earlier["accuracy"]
+    assert f"{shown['iterations']} iterations seeded {shown.get('seed', 0)} at {shown['input_size']}²" in replaced
     assert "initial plateau" not in text
 
 

@@ -12,7 +12,8 @@
 - achieved GFLOP/s of a training step (FLOPs counted by ``torch.utils.flop_counter``) against the CPU's float32
   peak (cores × clock × float32 FLOP per cycle of its vector units, the arithmetic written beside it);
 - optionally (``--accuracy_iterations``) the same seeded short hippocampus training in float32 and in bfloat16
-  and the validation Dice each ends with.
+  and the validation Dice each reaches at every validation (``--accuracy_val_every``); ``--accuracy_only`` measures
+  only that pair and keeps the rest of an earlier report, and the pair it replaces, as they were.
 
 It writes ``<output>.md`` and ``<output>.json`` (default ``docs/cpu_speed``).
 """
@@ -284,8 +285,12 @@ def _ratio(value: float, reference: float) -> str:
     return f"{value / reference:.1f}×"
 
 
-def _accuracy_pair(data_dir: Path, method: str, iterations: int, size: int, max_val_cases: int) -> dict:
-    """Validation Dice after the same seeded short hippocampus training of ``method`` in float32 and in bfloat16."""
+def _accuracy_pair(data_dir: Path, method: str, iterations: int, size: int, max_val_cases: int,
+                   val_every: int | None = None, seed: int = 0) -> dict:
+    """Validation Dice of the same seeded short hippocampus training of ``method`` in float32 and in bfloat16,
+    validated every ``val_every`` iterations (default: once, at the end); ``curve`` holds each (iteration, Dice).
+    ``seed`` replaces the bundle's ``set_determinism(seed=0)``: pairs of other seeds show how far two runs of the
+    same precision drift apart."""
     import shutil
 
     from common.benchmark.accuracy import train
@@ -293,19 +298,47 @@ def _accuracy_pair(data_dir: Path, method: str, iterations: int, size: int, max_
     results = {}
     for name, amp in (("float32", False), ("bfloat16", True)):
         settings = argparse.Namespace(
-            iterations=iterations, val_every=iterations, num_workers=1, batch_size=None, max_val_cases=max_val_cases,
-            minutes=None, backbone="litemedsam", device="cpu", whole_pictures=False, resume=False,
-            overrides={"amp": amp, "input_size": size},
+            iterations=iterations, val_every=val_every or iterations, num_workers=1, batch_size=None,
+            max_val_cases=max_val_cases, minutes=None, backbone="litemedsam", device="cpu", whole_pictures=False,
+            resume=False, overrides={"amp": amp, "input_size": size,
+                                     "initialize": [f"$monai.utils.set_determinism(seed={seed})"]},
         )  # fmt: skip
         with tempfile.TemporaryDirectory() as work:
             shutil.copytree(REPO_ROOT / "bundles" / METHODS[method].bundle, Path(work) / "bundle",
                             ignore=shutil.ignore_patterns("*.pt", "*.pth", "eval"))  # fmt: skip
             run = train(method, "msd_hippocampus", Path(work), data_dir, settings)
         curve = run["learning_curve"]["metrics"][run["key_metric"]]
-        results[name] = {"val_mean_dice": curve[-1][1], "train_seconds": run["train_seconds"]}
+        results[name] = {"val_mean_dice": curve[-1][1], "train_seconds": run["train_seconds"], "curve": curve}
     results["difference"] = abs(results["float32"]["val_mean_dice"] - results["bfloat16"]["val_mean_dice"])
-    results.update(method=method, iterations=iterations, input_size=size, validation_cases=max_val_cases)
+    results.update(method=method, iterations=iterations, input_size=size, validation_cases=max_val_cases, seed=seed)
     return results
+
+
+def _pair_lines(acc: dict) -> list[str]:
+    """The Markdown of one float32/bfloat16 pair: final Dice and seconds, then the curves side by side if any."""
+    lines = [
+        *([f"Measured {acc['date']} on {acc['hardware']} by `{acc['command']}`.", ""] if acc.get("command") else []),
+        f"{METHOD_NAMES[acc.get('method', 'sam2lora')]} on the hippocampus, {acc['iterations']} iterations seeded "
+        f"{acc.get('seed', 0)} at {acc['input_size']}², validated on the first {acc['validation_cases']} validation volumes (3D mean Dice "
+        "of both structures):", "",
+        "| precision | validation Dice | training seconds |", "|---|---|---|",
+        *(f"| {k} | {acc[k]['val_mean_dice']:.3f} | {acc[k]['train_seconds']:.0f} |" for k in PRECISIONS),
+        "", f"Difference: {acc['difference']:.3f} (the issue allows 0.02).",
+    ]  # fmt: skip
+    curves = [acc[k].get("curve") or [] for k in PRECISIONS]
+    if min(len(c) for c in curves) > 1:
+        rows = [f"| {a[0]} | {a[1]:.3f} | {b[1]:.3f} | {abs(a[1] - b[1]):.3f} |" for a, b in zip(*curves)]
+        lines += ["", "Every validation of the two runs:", "", "| iteration | float32 | bfloat16 | difference |",
+                  "|---|---|---|---|", *rows]  # fmt: skip
+    gain = acc["bfloat16"]["val_mean_dice"] - acc["float32"]["val_mean_dice"]
+    if acc["difference"] > 0.02 and gain > 0:
+        lines += ["", f"The gap is in bfloat16's favour (+{gain:.3f}): two short seeded runs whose arithmetic "
+                  "differs drift apart on the way down the loss, so this is run-to-run spread, not precision "
+                  "lost to bfloat16."]  # fmt: skip
+    if max(acc[k]["val_mean_dice"] for k in PRECISIONS) < 0.05:
+        lines += ["", "Both runs are still on the initial plateau (nothing segmented yet): this pair shows no "
+                  "difference because neither has learned; it needs a longer run to say anything."]  # fmt: skip
+    return lines
 
 
 def write_report(result: dict, output: Path) -> str:
@@ -376,27 +409,9 @@ def write_report(result: dict, output: Path) -> str:
             f"{100 * row['gflops'] / peak['peak_gflops_float32']:.0f} % |"
         )
     if result.get("accuracy"):
-        acc = result["accuracy"]
-        lines += [
-            "", "## Accuracy: float32 against bfloat16", "",
-            *([f"Measured {acc['date']} on {acc['hardware']} by `{acc['command']}` (the rows above by the run it "
-               "continued).", ""] if acc.get("command") else []),
-            f"{METHOD_NAMES[acc.get('method', 'sam2lora')]} on the hippocampus, {acc['iterations']} seeded iterations "
-            f"at {acc['input_size']}², "
-            "validated on "
-            f"the first {acc['validation_cases']} validation volumes (3D mean Dice of both structures):", "",
-            "| precision | validation Dice | training seconds |", "|---|---|---|",
-            *(f"| {k} | {acc[k]['val_mean_dice']:.3f} | {acc[k]['train_seconds']:.0f} |" for k in PRECISIONS),
-            "", f"Difference: {acc['difference']:.3f} (the issue allows 0.02).",
-        ]  # fmt: skip
-        gain = acc["bfloat16"]["val_mean_dice"] - acc["float32"]["val_mean_dice"]
-        if acc["difference"] > 0.02 and gain > 0:
-            lines += ["", f"The gap is in bfloat16's favour (+{gain:.3f}): two short seeded runs whose arithmetic "
-                      "differs drift apart on the way down the loss, so this is run-to-run spread, not precision "
-                      "lost to bfloat16."]  # fmt: skip
-        if max(acc[k]["val_mean_dice"] for k in PRECISIONS) < 0.05:
-            lines += ["", "Both runs are still on the initial plateau (nothing segmented yet): this pair shows no "
-                      "difference because neither has learned; it needs a longer run to say anything."]  # fmt: skip
+        lines += ["", "## Accuracy: float32 against bfloat16", "", *_pair_lines(result["accuracy"])]
+        for earlier in result.get("earlier_accuracy", []):
+            lines += ["", "### An earlier pair", "", *_pair_lines(earlier)]
     text = "\n".join(lines) + "\n"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".md").write_text(text)
@@ -413,6 +428,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", nargs="+", default=None, help="only these training rows (by method:dataset)")
     parser.add_argument("--accuracy_iterations", type=int, default=0, help="also run the float32/bfloat16 pair")
     parser.add_argument("--accuracy_val_cases", type=int, default=8)
+    parser.add_argument(
+        "--accuracy_input_size",
+        type=int,
+        default=64,
+        help="LiteMedSAM input of the pair (default 64: the size the shipped hippocampus adapters were trained at)",
+    )
+    parser.add_argument(
+        "--accuracy_val_every", type=int, default=None, help="validate the pair every N iterations (default: once)"
+    )
+    parser.add_argument("--accuracy_seed", type=int, default=0, help="seed of the pair (the bundles' own is 0)")
     parser.add_argument(
         "--accuracy_method",
         default="balr_sam",
@@ -504,8 +529,9 @@ def main(argv: list[str] | None = None) -> int:
     print(write_report(result, Path(settings.output)))  # written now too: the accuracy pair takes long
     if settings.accuracy_iterations:
         result["accuracy"] = _accuracy_pair(
-            data["msd_hippocampus"], settings.accuracy_method, settings.accuracy_iterations, 128,
-            settings.accuracy_val_cases
+            data["msd_hippocampus"], settings.accuracy_method, settings.accuracy_iterations,
+            settings.accuracy_input_size, settings.accuracy_val_cases, settings.accuracy_val_every,
+            settings.accuracy_seed,
         )
     print(write_report(result, Path(settings.output)))
     Path(settings.output).with_suffix(".partial.json").unlink(missing_ok=True)
@@ -516,8 +542,11 @@ def _accuracy_only(result: dict, earlier: dict, hippocampus: Path, settings: arg
     """Keep every measurement of the run continued from, as it was reported, and add the float32/bfloat16 pair
     measured now (with its own date, hardware and command)."""
     report = {k: v for k, v in earlier.items() if k != "accuracy"}
+    if earlier.get("accuracy"):  # kept, not lost: the report lists it under the new pair
+        report["earlier_accuracy"] = [earlier["accuracy"], *earlier.get("earlier_accuracy", [])]
     report["accuracy"] = _accuracy_pair(
-        hippocampus, settings.accuracy_method, settings.accuracy_iterations, 128, settings.accuracy_val_cases
+        hippocampus, settings.accuracy_method, settings.accuracy_iterations, settings.accuracy_input_size,
+        settings.accuracy_val_cases, settings.accuracy_val_every, settings.accuracy_seed,
     )
     report["accuracy"].update(date=result["date"], hardware=result["hardware"], command=result["command"])
     print(write_report(report, Path(settings.output)))

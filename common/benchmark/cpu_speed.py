@@ -319,8 +319,8 @@ def _pair_lines(acc: dict) -> list[str]:
     lines = [
         *([f"Measured {acc['date']} on {acc['hardware']} by `{acc['command']}`.", ""] if acc.get("command") else []),
         f"{METHOD_NAMES[acc.get('method', 'sam2lora')]} on the hippocampus, {acc['iterations']} iterations seeded "
-        f"{acc.get('seed', 0)} at {acc['input_size']}², validated on the first {acc['validation_cases']} validation volumes (3D mean Dice "
-        "of both structures):", "",
+        f"{acc.get('seed', 0)} at {acc['input_size']}², validated on the first {acc['validation_cases']} validation "
+        "volumes (3D mean Dice of both structures):", "",
         "| precision | validation Dice | training seconds |", "|---|---|---|",
         *(f"| {k} | {acc[k]['val_mean_dice']:.3f} | {acc[k]['train_seconds']:.0f} |" for k in PRECISIONS),
         "", f"Difference: {acc['difference']:.3f} (the issue allows 0.02).",

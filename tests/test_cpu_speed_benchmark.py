@@ -71,21 +71,26 @@ def test_accuracy_only_keeps_the_earlier_measurements_and_adds_the_pair(tmp_path
     assert "--accuracy_only needs --continue_from" in capsys.readouterr().err
     asked = {}
 
-    def pair(data_dir, method, iterations, size, cases, val_every, seed):
-        asked.update(method=method, iterations=iterations, size=size, cases=cases, val_every=val_every, seed=seed)
-        return {"float32": {"val_mean_dice": 0.41, "train_seconds": 9.0, "curve": [[4, 0.21], [7, 0.41]]},
-                "bfloat16": {"val_mean_dice": 0.40, "train_seconds": 5.0, "curve": [[4, 0.26], [7, 0.40]]},
-                "difference": 0.01, "method": method, "iterations": iterations, "input_size": size,
-                "validation_cases": cases, "seed": seed}  # fmt: skip
+    def pair(data_dir, method, iterations, size, cases, val_every, seed, control_threads):
+        asked.update(method=method, iterations=iterations, size=size, cases=cases, val_every=val_every, seed=seed,
+                     control_threads=control_threads)  # fmt: skip
+        return {"float32": {"val_mean_dice": 0.41, "train_seconds": 9.0, "curve": [[4, 0.21], [7, 0.41]],
+                            "threads": 2},
+                "bfloat16": {"val_mean_dice": 0.40, "train_seconds": 5.0, "curve": [[4, 0.26], [7, 0.40]],
+                             "threads": 2},
+                "float32_control": {"val_mean_dice": 0.44, "train_seconds": 15.0, "curve": [[4, 0.19], [7, 0.44]],
+                                    "threads": 1},
+                "difference": 0.01, "control_difference": 0.03, "method": method, "iterations": iterations,
+                "input_size": size, "validation_cases": cases, "seed": seed}  # fmt: skip
 
     monkeypatch.setattr(cpu_speed, "_accuracy_pair", pair)
     monkeypatch.setattr(cpu_speed, "prepare_dataset", lambda name, root, work: work)
     code = cpu_speed.main(["--continue_from", str(earlier_file), "--accuracy_only", "--accuracy_iterations", "7",
                            "--accuracy_val_cases", "3", "--accuracy_val_every", "4", "--accuracy_seed", "3",
-                           "--work_dir", str(tmp_path),
+                           "--accuracy_control_threads", "1", "--work_dir", str(tmp_path),
                            "--output", str(tmp_path / "r")])  # fmt: skip
     assert code == 0 and asked == {"method": "balr_sam", "iterations": 7, "size": 64, "cases": 3, "val_every": 4,
-                                 "seed": 3}
+                                 "seed": 3, "control_threads": 1}
     report = json.loads((tmp_path / "r.json").read_text())
     # every earlier measurement kept as it was (the replaced pair too), the pair added with its own date and command
     kept = {k: v for k, v in report.items() if k not in ("accuracy", "earlier_accuracy")}
@@ -93,8 +98,10 @@ def test_accuracy_only_keeps_the_earlier_measurements_and_adds_the_pair(tmp_path
     assert report["earlier_accuracy"][0] == earlier["accuracy"]
     assert report["accuracy"]["command"].startswith("python -m common.benchmark.cpu_speed --continue_from")
     text = (tmp_path / "r.md").read_text()
-    assert "BALR-SAM on the hippocampus, 7 iterations seeded 3 at 64²" in text and "| bfloat16 | 0.400 |" in text
-    assert "| 4 | 0.210 | 0.260 | 0.050 |" in text and "| 7 | 0.410 | 0.400 | 0.010 |" in text
+    assert "BALR-SAM on the hippocampus, 7 iterations seeded 3 at 64²" in text
+    assert "| bfloat16 on 2 threads | 0.400 |" in text and "| float32 on 1 thread (control) | 0.440 | 15 |" in text
+    assert "on 1 thread instead of 2 threads" in text and "ends 0.030 from it" in text
+    assert "| 4 | 0.210 | 0.260 | 0.190 | 0.050 |" in text and "| 7 | 0.410 | 0.400 | 0.440 | 0.010 |" in text
     replaced = text.split("An earlier pair")[1]
     shown = earlier["accuracy"]
     assert f"{shown['iterations']} iterations seeded {shown.get('seed', 0)} at {shown['input_size']}²" in replaced
@@ -110,3 +117,33 @@ def test_a_pair_gap_over_the_allowance_says_which_way_it_goes(tmp_path, bf16, sa
     text = cpu_speed.write_report(report, tmp_path / "r")
     assert ("in bfloat16's favour (+0.030)" in text) is says_favour
     assert f"Difference: {abs(bf16 - 0.27):.3f}" in text
+
+
+def test_the_control_run_trains_on_its_thread_count_and_threads_come_back(monkeypatch):
+    """The pair's float32 control runs on the asked thread count (its only difference from the float32 run) and the
+    process gets its threads back afterwards, also when that run fails."""
+    import common.benchmark.accuracy as accuracy
+
+    threads = torch.get_num_threads()
+    seen, failing = [], {"control": False}
+
+    def train(method, dataset, run_dir, data_dir, settings):
+        seen.append((settings.overrides["amp"], torch.get_num_threads(), settings.overrides["initialize"]))
+        if failing["control"] and len(seen) == 3:
+            raise RuntimeError("the control run failed")
+        return {"learning_curve": {"metrics": {"val_mean_dice": [[5, 0.5 + 0.1 * len(seen)]]}},
+                "key_metric": "val_mean_dice", "train_seconds": 1.0}  # fmt: skip
+
+    monkeypatch.setattr(accuracy, "train", train)
+    monkeypatch.setattr("shutil.copytree", lambda *args, **kwargs: None)
+    pair = cpu_speed._accuracy_pair(Path("unused"), "balr_sam", 5, 64, 2, seed=4, control_threads=1)
+    assert [(amp, n) for amp, n, _ in seen] == [(False, threads), (True, threads), (False, 1)]
+    assert all(init == ["$monai.utils.set_determinism(seed=4)"] for *_, init in seen)
+    assert pair["float32_control"]["threads"] == 1 and pair["float32"]["threads"] == threads
+    assert pair["control_difference"] == pytest.approx(0.2) and pair["difference"] == pytest.approx(0.1)
+    assert torch.get_num_threads() == threads
+    seen.clear()
+    failing["control"] = True
+    with pytest.raises(RuntimeError, match="control run failed"):
+        cpu_speed._accuracy_pair(Path("unused"), "balr_sam", 5, 64, 2, control_threads=1)
+    assert seen[-1][1] == 1 and torch.get_num_threads() == threads

@@ -13,7 +13,8 @@
   peak (cores × clock × float32 FLOP per cycle of its vector units, the arithmetic written beside it);
 - optionally (``--accuracy_iterations``) the same seeded short hippocampus training in float32 and in bfloat16
   and the validation Dice each reaches at every validation (``--accuracy_val_every``); ``--accuracy_only`` measures
-  only that pair and keeps the rest of an earlier report, and the pair it replaces, as they were.
+  only that pair and keeps the rest of an earlier report, and the pair it replaces, as they were;
+  ``--accuracy_control_threads`` adds the float32 run on another thread count, the spread with no precision change.
 
 It writes ``<output>.md`` and ``<output>.json`` (default ``docs/cpu_speed``).
 """
@@ -286,50 +287,80 @@ def _ratio(value: float, reference: float) -> str:
 
 
 def _accuracy_pair(data_dir: Path, method: str, iterations: int, size: int, max_val_cases: int,
-                   val_every: int | None = None, seed: int = 0) -> dict:
+                   val_every: int | None = None, seed: int = 0, control_threads: int = 0) -> dict:
     """Validation Dice of the same seeded short hippocampus training of ``method`` in float32 and in bfloat16,
     validated every ``val_every`` iterations (default: once, at the end); ``curve`` holds each (iteration, Dice).
     ``seed`` replaces the bundle's ``set_determinism(seed=0)``: pairs of other seeds show how far two runs of the
-    same precision drift apart."""
+    same precision drift apart. ``control_threads`` > 0 adds a third run, ``float32_control``: float32 again on that
+    many torch threads, where only the order in which float32 sums are added up differs from the float32 run; how far
+    it ends from that run is the spread a change of arithmetic causes with no change of precision at all."""
     import shutil
 
     from common.benchmark.accuracy import train
 
+    runs = [("float32", False, None), ("bfloat16", True, None)]
+    if control_threads:
+        runs.append(("float32_control", False, control_threads))
+    threads = torch.get_num_threads()
     results = {}
-    for name, amp in (("float32", False), ("bfloat16", True)):
+    for name, amp, run_threads in runs:
         settings = argparse.Namespace(
             iterations=iterations, val_every=val_every or iterations, num_workers=1, batch_size=None,
             max_val_cases=max_val_cases, minutes=None, backbone="litemedsam", device="cpu", whole_pictures=False,
             resume=False, overrides={"amp": amp, "input_size": size,
                                      "initialize": [f"$monai.utils.set_determinism(seed={seed})"]},
         )  # fmt: skip
-        with tempfile.TemporaryDirectory() as work:
-            shutil.copytree(REPO_ROOT / "bundles" / METHODS[method].bundle, Path(work) / "bundle",
-                            ignore=shutil.ignore_patterns("*.pt", "*.pth", "eval"))  # fmt: skip
-            run = train(method, "msd_hippocampus", Path(work), data_dir, settings)
+        torch.set_num_threads(run_threads or threads)
+        try:
+            with tempfile.TemporaryDirectory() as work:
+                shutil.copytree(REPO_ROOT / "bundles" / METHODS[method].bundle, Path(work) / "bundle",
+                                ignore=shutil.ignore_patterns("*.pt", "*.pth", "eval"))  # fmt: skip
+                run = train(method, "msd_hippocampus", Path(work), data_dir, settings)
+        finally:
+            torch.set_num_threads(threads)
         curve = run["learning_curve"]["metrics"][run["key_metric"]]
-        results[name] = {"val_mean_dice": curve[-1][1], "train_seconds": run["train_seconds"], "curve": curve}
+        results[name] = {"val_mean_dice": curve[-1][1], "train_seconds": run["train_seconds"], "curve": curve,
+                         "threads": run_threads or threads}  # fmt: skip
     results["difference"] = abs(results["float32"]["val_mean_dice"] - results["bfloat16"]["val_mean_dice"])
+    if control_threads:
+        control = results["float32_control"]["val_mean_dice"]
+        results["control_difference"] = abs(results["float32"]["val_mean_dice"] - control)
     results.update(method=method, iterations=iterations, input_size=size, validation_cases=max_val_cases, seed=seed)
     return results
 
 
 def _pair_lines(acc: dict) -> list[str]:
-    """The Markdown of one float32/bfloat16 pair: final Dice and seconds, then the curves side by side if any."""
+    """The Markdown of one float32/bfloat16 pair (and its float32 control run, if any): final Dice and seconds, then
+    the curves side by side if any."""
+    runs = [k for k in (*PRECISIONS, "float32_control") if k in acc]
+    threads = {k: f"{acc[k].get('threads', '?')} thread{'' if acc[k].get('threads') == 1 else 's'}" for k in runs}
+    titles = {k: k for k in PRECISIONS}
+    if "float32_control" in acc:
+        titles = {k: f"{k} on {threads[k]}" for k in PRECISIONS}
+        titles["float32_control"] = f"float32 on {threads['float32_control']} (control)"
     lines = [
         *([f"Measured {acc['date']} on {acc['hardware']} by `{acc['command']}`.", ""] if acc.get("command") else []),
         f"{METHOD_NAMES[acc.get('method', 'sam2lora')]} on the hippocampus, {acc['iterations']} iterations seeded "
         f"{acc.get('seed', 0)} at {acc['input_size']}², validated on the first {acc['validation_cases']} validation "
         "volumes (3D mean Dice of both structures):", "",
-        "| precision | validation Dice | training seconds |", "|---|---|---|",
-        *(f"| {k} | {acc[k]['val_mean_dice']:.3f} | {acc[k]['train_seconds']:.0f} |" for k in PRECISIONS),
+        f"| {'run' if len(runs) > 2 else 'precision'} | validation Dice | training seconds |", "|---|---|---|",
+        *(f"| {titles[k]} | {acc[k]['val_mean_dice']:.3f} | {acc[k]['train_seconds']:.0f} |" for k in runs),
         "", f"Difference: {acc['difference']:.3f} (the issue allows 0.02).",
     ]  # fmt: skip
-    curves = [acc[k].get("curve") or [] for k in PRECISIONS]
+    if "float32_control" in acc:
+        lines += ["", f"Control: the same seeded float32 run on {threads['float32_control']} instead of "
+                  f"{threads['float32']} (the same data and seed; only the order of float32 additions "
+                  f"differs) ends {acc['control_difference']:.3f} from it: the spread of this run that no change of "
+                  "precision causes."]  # fmt: skip
+    curves = [acc[k].get("curve") or [] for k in runs]
     if min(len(c) for c in curves) > 1:
-        rows = [f"| {a[0]} | {a[1]:.3f} | {b[1]:.3f} | {abs(a[1] - b[1]):.3f} |" for a, b in zip(*curves)]
-        lines += ["", "Every validation of the two runs:", "", "| iteration | float32 | bfloat16 | difference |",
-                  "|---|---|---|---|", *rows]  # fmt: skip
+        header = " | ".join(titles[k] for k in runs)
+        rows = [f"| {points[0][0]} | " + " | ".join(f"{p[1]:.3f}" for p in points)
+                + f" | {abs(points[0][1] - points[1][1]):.3f} |" for points in zip(*curves)]  # fmt: skip
+        gap = "float32 − bfloat16" if len(runs) > 2 else "difference"
+        lines += ["", f"Every validation of the {'runs' if len(runs) > 2 else 'two runs'}:", "",
+                  f"| iteration | {header} | {gap} |",
+                  "|---" * (len(runs) + 2) + "|", *rows]  # fmt: skip
     gain = acc["bfloat16"]["val_mean_dice"] - acc["float32"]["val_mean_dice"]
     if acc["difference"] > 0.02 and gain > 0:
         lines += ["", f"The gap is in bfloat16's favour (+{gain:.3f}): two short seeded runs whose arithmetic "
@@ -439,6 +470,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--accuracy_seed", type=int, default=0, help="seed of the pair (the bundles' own is 0)")
     parser.add_argument(
+        "--accuracy_control_threads",
+        type=int,
+        default=0,
+        help="also run the pair's float32 training on this many torch threads (a control: same seed and data, only "
+        "the order of float32 additions differs), to show how far a seeded run drifts with no precision change",
+    )
+    parser.add_argument(
         "--accuracy_method",
         default="balr_sam",
         choices=[m for m, spec in METHODS.items() if not spec.baseline],
@@ -531,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         result["accuracy"] = _accuracy_pair(
             data["msd_hippocampus"], settings.accuracy_method, settings.accuracy_iterations,
             settings.accuracy_input_size, settings.accuracy_val_cases, settings.accuracy_val_every,
-            settings.accuracy_seed,
+            settings.accuracy_seed, settings.accuracy_control_threads,
         )
     print(write_report(result, Path(settings.output)))
     Path(settings.output).with_suffix(".partial.json").unlink(missing_ok=True)
@@ -547,6 +585,7 @@ def _accuracy_only(result: dict, earlier: dict, hippocampus: Path, settings: arg
     report["accuracy"] = _accuracy_pair(
         hippocampus, settings.accuracy_method, settings.accuracy_iterations, settings.accuracy_input_size,
         settings.accuracy_val_cases, settings.accuracy_val_every, settings.accuracy_seed,
+        settings.accuracy_control_threads,
     )
     report["accuracy"].update(date=result["date"], hardware=result["hardware"], command=result["command"])
     print(write_report(report, Path(settings.output)))

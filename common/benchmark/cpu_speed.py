@@ -332,22 +332,22 @@ def _accuracy_pair(data_dir: Path, method: str, iterations: int, size: int, max_
 def _pair_lines(acc: dict) -> list[str]:
     """The Markdown of one float32/bfloat16 pair (and its float32 control run, if any): final Dice and seconds, then
     the curves side by side if any."""
-    runs = [k for k in (*PRECISIONS, "float32_control") if k in acc]
+    control = "float32_control" in acc
+    runs = [*PRECISIONS, *(["float32_control"] if control else [])]
     threads = {k: f"{acc[k].get('threads', '?')} thread{'' if acc[k].get('threads') == 1 else 's'}" for k in runs}
-    titles = {k: k for k in PRECISIONS}
-    if "float32_control" in acc:
-        titles = {k: f"{k} on {threads[k]}" for k in PRECISIONS}
+    titles = {k: f"{k} on {threads[k]}" if control else k for k in PRECISIONS}
+    if control:
         titles["float32_control"] = f"float32 on {threads['float32_control']} (control)"
     lines = [
         *([f"Measured {acc['date']} on {acc['hardware']} by `{acc['command']}`.", ""] if acc.get("command") else []),
         f"{METHOD_NAMES[acc.get('method', 'sam2lora')]} on the hippocampus, {acc['iterations']} iterations seeded "
         f"{acc.get('seed', 0)} at {acc['input_size']}², validated on the first {acc['validation_cases']} validation "
         "volumes (3D mean Dice of both structures):", "",
-        f"| {'run' if len(runs) > 2 else 'precision'} | validation Dice | training seconds |", "|---|---|---|",
+        f"| {'run' if control else 'precision'} | validation Dice | training seconds |", "|---|---|---|",
         *(f"| {titles[k]} | {acc[k]['val_mean_dice']:.3f} | {acc[k]['train_seconds']:.0f} |" for k in runs),
         "", f"Difference: {acc['difference']:.3f} (the issue allows 0.02).",
     ]  # fmt: skip
-    if "float32_control" in acc:
+    if control:
         lines += ["", f"Control: the same seeded float32 run on {threads['float32_control']} instead of "
                   f"{threads['float32']} (the same data and seed; only the order of float32 additions "
                   f"differs) ends {acc['control_difference']:.3f} from it: the spread of this run that no change of "
@@ -357,8 +357,8 @@ def _pair_lines(acc: dict) -> list[str]:
         header = " | ".join(titles[k] for k in runs)
         rows = [f"| {points[0][0]} | " + " | ".join(f"{p[1]:.3f}" for p in points)
                 + f" | {abs(points[0][1] - points[1][1]):.3f} |" for points in zip(*curves)]  # fmt: skip
-        gap = "float32 − bfloat16" if len(runs) > 2 else "difference"
-        lines += ["", f"Every validation of the {'runs' if len(runs) > 2 else 'two runs'}:", "",
+        gap = "float32 − bfloat16" if control else "difference"
+        lines += ["", f"Every validation of the {'runs' if control else 'two runs'}:", "",
                   f"| iteration | {header} | {gap} |",
                   "|---" * (len(runs) + 2) + "|", *rows]  # fmt: skip
     gain = acc["bfloat16"]["val_mean_dice"] - acc["float32"]["val_mean_dice"]

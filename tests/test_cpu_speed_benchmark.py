@@ -147,3 +147,30 @@ def test_the_control_run_trains_on_its_thread_count_and_threads_come_back(monkey
     with pytest.raises(RuntimeError, match="control run failed"):
         cpu_speed._accuracy_pair(Path("unused"), "balr_sam", 5, 64, 2, control_threads=1)
     assert seen[-1][1] == 1 and torch.get_num_threads() == threads
+
+
+def test_the_pairs_summary_shares_a_row_only_for_an_identical_rerun_and_averages_over_seeds(tmp_path):
+    def pair(seed, f32, bf16, iterations=400, control=None):
+        acc = {"float32": {"val_mean_dice": f32, "train_seconds": 9.0}, "bfloat16": {"val_mean_dice": bf16,
+               "train_seconds": 5.0}, "difference": abs(f32 - bf16), "method": "balr_sam", "iterations": iterations,
+               "input_size": 64, "validation_cases": 8, "seed": seed}  # fmt: skip
+        if control is not None:
+            acc.update(float32_control={"val_mean_dice": f32 - control, "train_seconds": 20.0, "threads": 1},
+                       control_difference=control)  # fmt: skip
+            acc["float32"]["threads"] = acc["bfloat16"]["threads"] = 2
+        return acc
+
+    report = json.loads((REPO_ROOT / "docs" / "cpu_speed.json").read_text())
+    report["accuracy"] = pair(0, 0.80, 0.70, control=0.05)
+    report["earlier_accuracy"] = [pair(1, 0.60, 0.66), pair(0, 0.80, 0.70), pair(0, 0.80, 0.72), pair(5, 0.3, 0.2, 9)]
+    text = cpu_speed.write_report(report, tmp_path / "r")
+    assert "| BALR-SAM | 400 | 64² | 0 | 0.800 | 0.700 | -0.100 | 0.050 | 2 (same Dice) |" in text
+    assert "| BALR-SAM | 400 | 64² | 1 | 0.600 | 0.660 | +0.060 | – | 1 |" in text
+    assert "| BALR-SAM | 400 | 64² | 0 | 0.800 | 0.720 | -0.080 | – | 1 |" in text  # a rerun that moved: its own row
+    # three distinct runs over two seeds; the 9-iteration run has one seed, so no mean for it
+    assert ("over the runs seeded 0, 1, 0: mean 0.733 in float32 and 0.693 in bfloat16; across them float32 spreads "
+            "0.200 and bfloat16 0.060.") in text  # fmt: skip
+    assert "9 iterations at 64², over" not in text
+    assert text.count("### An earlier pair") == 4 and "### The newest pair" in text
+    report.pop("earlier_accuracy")
+    assert "Every pair measured" not in cpu_speed.write_report(report, tmp_path / "r")

@@ -372,6 +372,39 @@ def _pair_lines(acc: dict) -> list[str]:
     return lines
 
 
+def _pairs_summary_lines(pairs: list[dict]) -> list[str]:
+    """One table of every float32/bfloat16 pair (newest first; a rerun that ended on the same Dice shares its row),
+    then, for each configuration run with more than one seed, the means and each precision's spread across them."""
+    rows: dict[tuple, dict] = {}  # (method, iterations, size, cases, seed, float32 Dice, bfloat16 Dice) -> row
+    for acc in pairs:
+        dice = tuple(round(acc[k]["val_mean_dice"], 3) for k in PRECISIONS)
+        key = (acc.get("method", "sam2lora"), acc["iterations"], acc["input_size"], acc["validation_cases"],
+               acc.get("seed", 0), *dice)  # fmt: skip
+        row = rows.setdefault(key, {"runs": 0, "control": None})
+        row["runs"] += 1
+        if acc.get("control_difference") is not None:
+            row["control"] = acc["control_difference"]
+    lines = ["| method | iterations | input | seed | float32 | bfloat16 | bfloat16 − float32 | float32 control's "
+             "distance | runs |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for (method, iterations, size, _, seed, f32, bf16), row in rows.items():
+        control = "–" if row["control"] is None else f"{row['control']:.3f}"
+        runs = f"{row['runs']} (same Dice)" if row["runs"] > 1 else "1"
+        lines.append(f"| {METHOD_NAMES[method]} | {iterations} | {size}² | {seed} | {f32:.3f} | {bf16:.3f} | "
+                     f"{bf16 - f32:+.3f} | {control} | {runs} |")  # fmt: skip
+    configs: dict[tuple, list[tuple]] = {}
+    for method, iterations, size, cases, seed, f32, bf16 in rows:
+        configs.setdefault((method, iterations, size, cases), []).append((seed, f32, bf16))
+    for (method, iterations, size, _), runs in configs.items():
+        if len({seed for seed, *_ in runs}) < 2:
+            continue
+        seeds, f32, bf16 = zip(*runs)
+        lines += ["", f"{METHOD_NAMES[method]}, {iterations} iterations at {size}², over the runs seeded "
+                  f"{', '.join(map(str, seeds))}: mean {sum(f32) / len(f32):.3f} in float32 and "
+                  f"{sum(bf16) / len(bf16):.3f} in bfloat16; across them float32 spreads {max(f32) - min(f32):.3f} "
+                  f"and bfloat16 {max(bf16) - min(bf16):.3f}."]  # fmt: skip
+    return lines
+
+
 def write_report(result: dict, output: Path) -> str:
     """``output``.md (tables) and ``output``.json (every number); returns the Markdown."""
     peak = result["cpu"]
@@ -440,7 +473,12 @@ def write_report(result: dict, output: Path) -> str:
             f"{100 * row['gflops'] / peak['peak_gflops_float32']:.0f} % |"
         )
     if result.get("accuracy"):
-        lines += ["", "## Accuracy: float32 against bfloat16", "", *_pair_lines(result["accuracy"])]
+        pairs = [result["accuracy"], *result.get("earlier_accuracy", [])]
+        lines += ["", "## Accuracy: float32 against bfloat16", ""]
+        if len(pairs) > 1:
+            lines += ["Every pair measured (validation Dice at the end of each run; details of each below):", "",
+                      *_pairs_summary_lines(pairs), "", "### The newest pair", ""]  # fmt: skip
+        lines += _pair_lines(result["accuracy"])
         for earlier in result.get("earlier_accuracy", []):
             lines += ["", "### An earlier pair", "", *_pair_lines(earlier)]
     text = "\n".join(lines) + "\n"

@@ -19,6 +19,7 @@ from .montage import SaveMontaged, label_montage
 from .prompts import SamplePromptsd
 from .save_scan_label import SaveScanLabeld
 from .served_label import LabelForMonaiLabeld
+from .template_regions import HIPPOCAMPUS_BOXES, CropTemplateRegionsd, TemplateBox, side_label_names
 from .scan_io import (
     IMAGE_2D_SUFFIXES,
     VOLUME_SUFFIXES,
@@ -44,6 +45,10 @@ from .visualize import overlay_masks
 __all__ = [
     "CT_WINDOWS",
     "ClearOutsideFieldOfViewd",
+    "CropTemplateRegionsd",
+    "HIPPOCAMPUS_BOXES",
+    "TemplateBox",
+    "side_label_names",
     "IMAGE_2D_SUFFIXES",
     "LabelForMonaiLabeld",
     "LoadScand",

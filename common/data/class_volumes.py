@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Hashable, Mapping
 from pathlib import Path
@@ -13,6 +14,9 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from .scan_io import scan_stem
+from .template_regions import side_warnings
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["SaveClassVolumesd", "class_volumes"]
 
@@ -49,7 +53,10 @@ def class_volumes(labels: torch.Tensor, label_names: Mapping[str, str]) -> dict:
 class SaveClassVolumesd(MapTransform):
     """Write ``<scan>_volumes.json`` with :func:`class_volumes` of the label map and the input it came from.
 
-    Place it after ``Invertd`` so the volumes are measured on the input's own grid.
+    Place it after ``Invertd`` so the volumes are measured on the input's own grid. A whole-brain map (see
+    :class:`~common.data.CropTemplateRegionsd`) is reported with its per-side names, each side's total under
+    ``sides`` and a ``warnings`` list (also logged): a side without structure, in several regions, or with a volume
+    outside the normal adult range.
 
     Args:
         keys: the label map key.
@@ -74,8 +81,20 @@ class SaveClassVolumesd(MapTransform):
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            report = {"input": str(getattr(d[self.image_key], "meta", {}).get("filename_or_obj", ""))}
-            report.update(class_volumes(d[key], self.label_names))
+            source = str(getattr(d[self.image_key], "meta", {}).get("filename_or_obj", ""))
+            meta = getattr(d[key], "meta", {})
+            report = {"input": source}
+            # a whole-brain scan's map carries its own names, one per structure and side (CropTemplateRegionsd)
+            report.update(class_volumes(d[key], meta.get("label_names", self.label_names)))
+            if "sides" in meta:
+                labels = np.asarray(torch.as_tensor(d[key]).detach().cpu())[0].astype(np.int64)
+                totals, warnings = side_warnings(labels, report["voxel_volume_ml"], meta["sides"],
+                                                 meta["volume_range_ml"])  # fmt: skip
+                report["sides"] = {side: {"labels": meta["sides"][side], "volume_ml": volume}
+                                   for side, volume in totals.items()}  # fmt: skip
+                report["warnings"] = warnings
+                for warning in warnings:
+                    logger.warning("%s: %s", source, warning)
             self.output_dir.mkdir(parents=True, exist_ok=True)
             path = self.output_dir / f"{scan_stem(d[self.image_key])}_volumes.json"
             path.write_text(json.dumps(report, indent=2) + "\n")

@@ -14,7 +14,7 @@ from monai.transforms import MapTransform
 from .scan_io import scan_stem
 from .visualize import overlay_masks
 
-__all__ = ["SaveMontaged", "label_montage"]
+__all__ = ["SaveMontaged", "label_montage", "template_box_montage"]
 
 
 def _class_masks(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -66,8 +66,33 @@ def label_montage(
     return sheet
 
 
+def template_box_montage(image: np.ndarray, labels: np.ndarray, num_classes: int, sides: list[str]) -> np.ndarray:
+    """Axial and coronal slices of each box of a whole-brain scan (see :class:`~common.data.CropTemplateRegionsd`):
+    one row of 3 axial and one of 3 coronal slices per side, the patient's right on the left as in
+    :func:`label_montage`.
+
+    Args:
+        image: ``C×X×Y×(n·Z)``: the boxes one after the other along the last axis, in template (RAS) orientation.
+        labels: ``1×X×Y×(n·Z)`` integer label map.
+        num_classes: foreground labels 1..num_classes.
+        sides: the boxes' side names, in order; a ``"right"`` box is cut mirrored and is shown un-mirrored.
+    """
+    depth = image.shape[-1] // len(sides)
+    rows = []
+    for index, side in enumerate(sides):
+        box = slice(index * depth, (index + 1) * depth)
+        box_image, box_labels = image[..., box], labels[..., box]
+        if side == "right":  # cut mirrored so that it looks like the training boxes (HIPPOCAMPUS_BOXES)
+            box_image, box_labels = box_image[:, ::-1], box_labels[:, ::-1]
+        for axis in (2, 1):  # axial, coronal
+            rows.append(label_montage(box_image, box_labels, num_classes, axis, num_slices=3, columns=3))
+    width = max(row.shape[1] for row in rows)
+    return np.concatenate([np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows])
+
+
 class SaveMontaged(MapTransform):
-    """Write ``<scan>_montage.png``: for a volume a :func:`label_montage`, for a 2D image the overlay of the image.
+    """Write ``<scan>_montage.png``: for a volume a :func:`label_montage` (for the boxes cut from a whole-brain scan a
+    :func:`template_box_montage`), for a 2D image the overlay of the image.
 
     Place it before ``Invertd`` so that image and label map share the preprocessed grid.
 
@@ -104,7 +129,10 @@ class SaveMontaged(MapTransform):
         image = np.asarray(torch.as_tensor(d[self.image_key]).detach().cpu().float())
         for key in self.key_iterator(d):
             labels = np.asarray(torch.as_tensor(d[key]).detach().cpu()).astype(np.int64)
-            if image.ndim == 4:
+            sides = getattr(d[self.image_key], "meta", {}).get("template_boxes")
+            if image.ndim == 4 and sides:
+                picture = template_box_montage(image, labels, self.num_classes, list(sides))
+            elif image.ndim == 4:
                 picture = label_montage(image, labels, self.num_classes, self.spatial_axis, self.num_slices)
             else:
                 masks = _class_masks(labels[0], self.num_classes)

@@ -322,21 +322,43 @@ def adapt_lora(
     }
 
 
+def segment_whole_brain(scan: str | Path, output_dir: str | Path, bundle: str | Path = DEFAULT_BUNDLE) -> dict:
+    """Segment a whole-brain T1 with ``bundle``'s shipped adapter into ``output_dir/whole_brain`` (both hippocampi
+    found by registration to the MNI152 template, as ``python -m common.segment`` does); returns its volumes report
+    and the seconds it took."""
+    from common.segment import SegmentationError, segment_scans
+
+    out = Path(output_dir) / "whole_brain"
+    started = time.time()
+    results = segment_scans(bundle, scan, out, progress=False)
+    failed = [message for message in results.values() if message != "ok"]
+    if failed:
+        raise SegmentationError("; ".join(failed))
+    report = json.loads((out / f"{Path(scan).name.split('.')[0]}_volumes.json").read_text())
+    logger.info("%s: left %.2f mL, right %.2f mL%s", scan, report["sides"]["left"]["volume_ml"],
+                report["sides"]["right"]["volume_ml"], "".join(f"; {w}" for w in report["warnings"]))  # fmt: skip
+    return {"scan": str(scan), "seconds": round(time.time() - started, 1), "volumes": report}
+
+
 def run_quickstart(
     output_dir: str | Path = "quickstart_output",
     bundle: str | Path = DEFAULT_BUNDLE,
     adapt: bool = False,
     segment: bool = True,
+    whole_brain: str | Path | None = None,
     **adapt_settings,
 ) -> dict:
     """Run the main job and return the metrics written to ``output_dir/metrics.json``: ``segmentation`` (the
-    shipped adapter on the held-out volumes) and, with ``adapt``, ``adaptation`` (see :func:`adapt_lora`)."""
+    shipped adapter on the held-out volumes), with ``whole_brain`` a whole-brain T1 (:func:`segment_whole_brain`)
+    and, with ``adapt``, ``adaptation`` (see :func:`adapt_lora`)."""
     start = time.time()
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics: dict = {"samples": str(SAMPLES), "torch_threads": torch.get_num_threads()}
     if segment:
         metrics["segmentation"] = segment_samples(out, bundle)
+    if whole_brain is not None:
+        metrics["whole_brain"] = segment_whole_brain(whole_brain, out, bundle)
     if adapt:
         metrics["adaptation"] = adapt_lora(out / "adapt", **adapt_settings)
     metrics["total_seconds"] = round(time.time() - start, 1)
@@ -351,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m common.quickstart", description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", default="quickstart_output", help="where everything is written")
     parser.add_argument("--bundle", default=str(DEFAULT_BUNDLE), help="bundle whose shipped adapter segments")
+    parser.add_argument(
+        "--whole_brain", metavar="SCAN", help="also segment both hippocampi of a whole-brain T1 (NIfTI, NRRD, DICOM)"
+    )
     parser.add_argument("--adapt", action="store_true", help="also adapt LoRA on the embedded training volumes")
     parser.add_argument("--no_segment", dest="segment", action="store_false", help="only the --adapt part")
     parser.add_argument("--backbone", default="litemedsam", help="--adapt: backbone (default: real LiteMedSAM weights)")
@@ -366,16 +391,20 @@ def main(argv: list[str] | None = None) -> int:
     output_dir = Path(args.pop("output_dir"))
     if output_dir.exists() and not output_dir.is_dir():
         parser.error(f"--output_dir {output_dir} is a file; give a folder")
+    if args["whole_brain"] is not None and not Path(args["whole_brain"]).exists():
+        parser.error(f"--whole_brain {args['whole_brain']}: no such file or folder")
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s")
     try:
         metrics = run_quickstart(output_dir, args.pop("bundle"), args.pop("adapt"), args.pop("segment"),
-                                 **args)  # fmt: skip
+                                 args.pop("whole_brain"), **args)  # fmt: skip
     except (SegmentationError, OSError) as error:  # OSError: an unwritable output folder, a full disk
         print(f"error: {error}", file=sys.stderr)
         return 1
     summary = {"total_seconds": metrics["total_seconds"]}
     if "segmentation" in metrics:
         summary["mean_dice_shipped_adapter"] = metrics["segmentation"]["mean_dice"]
+    if "whole_brain" in metrics:
+        summary["whole_brain_ml"] = {k: v["volume_ml"] for k, v in metrics["whole_brain"]["volumes"]["sides"].items()}
     if "adaptation" in metrics:
         summary.update({k: metrics["adaptation"][k] for k in ("mean_dice_zero_shot", "mean_dice_adapted")})
     print(json.dumps(summary))

@@ -93,6 +93,8 @@ class SaveClassVolumesd(MapTransform):
                 report["sides"] = {side: {"labels": meta["sides"][side], "volume_ml": volume}
                                    for side, volume in totals.items()}  # fmt: skip
                 report["warnings"] = warnings
+                if "template_fit" in meta:
+                    report["template_fit"] = meta["template_fit"]
                 for warning in warnings:
                     logger.warning("%s: %s", source, warning)
             self.output_dir.mkdir(parents=True, exist_ok=True)

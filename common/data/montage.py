@@ -85,7 +85,14 @@ def template_box_montage(image: np.ndarray, labels: np.ndarray, num_classes: int
         if side == "right":  # cut mirrored so that it looks like the training boxes (HIPPOCAMPUS_BOXES)
             box_image, box_labels = box_image[:, ::-1], box_labels[:, ::-1]
         for axis in (2, 1):  # axial, coronal
-            rows.append(label_montage(box_image, box_labels, num_classes, axis, num_slices=3, columns=3))
+            # slices through the middle half of the structure, where it is largest
+            occupied = np.flatnonzero(np.moveaxis(box_labels[0], axis, 0).reshape(box_labels.shape[1 + axis], -1).any(1))
+            middle = slice(None)
+            if len(occupied) >= 4:
+                quarter = (occupied[-1] - occupied[0]) // 4
+                middle = slice(occupied[0] + quarter, occupied[-1] - quarter + 1)
+            index = (slice(None),) * (1 + axis) + (middle,)
+            rows.append(label_montage(box_image[index], box_labels[index], num_classes, axis, 3, columns=3))
     width = max(row.shape[1] for row in rows)
     return np.concatenate([np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows])
 

@@ -251,6 +251,11 @@ class CropTemplateRegionsd(MapTransform, InvertibleTransform):
                 applied_operations=image.applied_operations,
             )
             stacked.meta["template_boxes"] = [box.side for box in self.boxes]
+            stacked.meta["template_fit"] = {
+                "correlation": round(fit.similarity, 4),
+                "scales": [round(s, 4) for s in fit.scales],
+                "seconds": round(fit.seconds, 3),
+            }
             self.push_transform(
                 stacked,
                 orig_size=tuple(image.shape[1:]),

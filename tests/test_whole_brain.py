@@ -198,3 +198,22 @@ def test_monai_bundle_run_segments_a_whole_brain_scan_as_common_segment_does(ber
     assert np.array_equal(labels, np.asarray(nib.load(str(output / "bert_t1_brain_seg.nii.gz")).dataobj))
     report = json.loads((tmp_path / "bert_t1_brain_volumes.json").read_text())
     assert set(report["sides"]) == {"left", "right"} and report["warnings"] == []
+
+
+def test_each_box_holds_all_of_freesurfers_hippocampus_of_its_side_in_bert(shared_data):
+    from common.data.brain_template import register_to_template
+
+    scan = read_scan(shared_data / "freesurfer_bert" / "bert_t1_brain.nii.gz")
+    reference = read_scan(shared_data / "freesurfer_bert" / "bert_hippocampus_aseg.nii.gz")[0].numpy()
+    fit = register_to_template(scan[0].numpy(), scan.affine.numpy())
+    for value, box in ((1, HIPPOCAMPUS_BOXES[0]), (2, HIPPOCAMPUS_BOXES[1])):
+        voxels = np.argwhere(reference == value).T
+        scan_to_box = np.linalg.inv(box.affine()) @ np.linalg.inv(fit.matrix) @ scan.affine.numpy()
+        in_box = scan_to_box[:3, :3] @ voxels + scan_to_box[:3, 3:4]
+        inside = np.all((in_box > -0.5) & (in_box < np.array(box.size)[:, None] - 0.5), axis=0)
+        assert inside.all(), (box.side, inside.mean())
+        # and not inside the other side's box
+        other = HIPPOCAMPUS_BOXES[1 - (value - 1)]
+        to_other = np.linalg.inv(other.affine()) @ np.linalg.inv(fit.matrix) @ scan.affine.numpy()
+        in_other = to_other[:3, :3] @ voxels + to_other[:3, 3:4]
+        assert not np.all((in_other > -0.5) & (in_other < np.array(other.size)[:, None] - 0.5), axis=0).any()

@@ -92,9 +92,19 @@ def template_box_montage(image: np.ndarray, labels: np.ndarray, num_classes: int
                 quarter = (occupied[-1] - occupied[0]) // 4
                 middle = slice(occupied[0] + quarter, occupied[-1] - quarter + 1)
             index = (slice(None),) * (1 + axis) + (middle,)
-            rows.append(label_montage(box_image[index], box_labels[index], num_classes, axis, 3, columns=3))
+            row = label_montage(box_image[index], box_labels[index], num_classes, axis, 3, columns=3)
+            rows.append(_with_title(row, f"{side} hippocampus, {'axial' if axis == 2 else 'coronal'}"))
     width = max(row.shape[1] for row in rows)
     return np.concatenate([np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows])
+
+
+def _with_title(picture: np.ndarray, title: str, height: int = 16) -> np.ndarray:
+    """``picture`` under a black strip with ``title`` written in it."""
+    from PIL import Image, ImageDraw
+
+    strip = Image.new("RGB", (picture.shape[1], height))
+    ImageDraw.Draw(strip).text((4, 2), title, fill=(255, 255, 255))
+    return np.concatenate([np.asarray(strip), picture])
 
 
 class SaveMontaged(MapTransform):

@@ -296,9 +296,14 @@ class CropTemplateRegionsd(MapTransform, InvertibleTransform):
             part = array[:, :, :, index * depth : (index + 1) * depth]
             region = tuple(slice(a, b) for a, b in zip(low, high))
             if labels:
-                values = _resample(part[0], to_box @ block, high - low, order=0)
+                # each label's mask interpolated linearly and the largest taken: smoother and truer to the box than
+                # the nearest box voxel, on a scan grid of any spacing and angle
+                masks = np.stack([_resample((part[0] == value).astype(np.float32), to_box @ block, high - low, 1)
+                                  for value in range(count + 1)])  # fmt: skip
+                values = masks.argmax(axis=0)
+                inside = (masks.max(axis=0) > 0) & (values > 0)
                 side = pasted[0][region]
-                side[values > 0] = values[values > 0] + index * count
+                side[inside] = values[inside] + index * count
             else:
                 for channel in range(1, 1 + count):
                     pasted[index * count + channel][region] = _resample(part[channel], to_box @ block, high - low, 1)

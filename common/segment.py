@@ -95,6 +95,17 @@ def load_bundle_for_inference(
     return parser, network.eval()
 
 
+def _parsed(parser, key: str):
+    """``parser``'s ``key`` built, or one line saying which setting it refuses (``--set whole_brain=maybe``)."""
+    try:
+        return parser.get_parsed_content(key)
+    except Exception as error:  # MONAI wraps the component's own ValueError in "Failed to instantiate ..."
+        root = error
+        while root.__cause__ is not None:
+            root = root.__cause__
+        raise SegmentationError(f"the bundle's {key} cannot be built with these settings: {root}") from error
+
+
 def _cause(error: BaseException, wanted: tuple[type[BaseException], ...]) -> BaseException | None:
     """The first error of a ``wanted`` type in the chain that MONAI's wrappers ("applying transform ...", "Failed to
     instantiate component ...") put around it, or None."""
@@ -145,9 +156,8 @@ def segment_scans(
             bundle, weights, configs, {**(overrides or {}), "output_dir": str(staging), "progress": progress}
         )
         device = torch.device(parser.get_parsed_content("device"))
-        preprocessing = parser.get_parsed_content("preprocessing")
-        postprocessing = parser.get_parsed_content("postprocessing")
-        inferer = parser.get_parsed_content("inferer")
+        preprocessing, postprocessing, inferer = (_parsed(parser, key)
+                                                  for key in ("preprocessing", "postprocessing", "inferer"))  # fmt: skip
         cases = scans
         if progress:
             from tqdm.auto import tqdm
@@ -264,6 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # case in progress is removed as on an error, instead of staying behind as a hidden .partial-* folder
     previous_handler = signal.signal(signal.SIGTERM, _terminate)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # which path a scan takes (a crop, or a whole brain located by registration, and how well it fitted) is the
+    # user's business: one or two lines per scan
+    logging.getLogger("common.data.template_regions").setLevel(logging.INFO)
     # MONAI's notices about Orientationd defaults and 2D inputs are not the user's business here
     warnings.filterwarnings("ignore", message=r"(?s).*(Orientationd.__init__:labels|axcodes \()")
     try:

@@ -115,16 +115,19 @@ def _noise(folder: Path) -> Path:
     return path
 
 
-def test_noise_is_refused_with_one_line_and_nothing_written(tmp_path, capsys):
+def test_noise_is_refused_with_one_line_and_nothing_written(tmp_path, capsys, caplog):
     scan = _noise(tmp_path)
     status = main(["--bundle", str(BALR_SAM), "--input", str(scan), "--output", str(tmp_path / "out"), "--quiet"])
     assert status == 1
+    # the decision is said (common.segment shows this logger's INFO lines)
+    decisions = [r.getMessage() for r in caplog.records if r.name == "common.data.template_regions"]
+    assert any("a whole brain: the structures are located first" in message for message in decisions), decisions
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and str(scan) in errors[0] and "MNI152" in errors[0]
     assert not (tmp_path / "out").exists()
 
 
-def test_the_transform_refuses_a_bad_fit_before_cutting_anything():
+def test_the_transform_refuses_a_bad_setting_and_a_crop_forced_down_the_whole_brain_path():
     with pytest.raises(ValueError, match="whole_brain"):
         CropTemplateRegionsd("image", {"1": "a"}, whole_brain="yes")
     from common.data import ScanInputError
@@ -217,3 +220,24 @@ def test_each_box_holds_all_of_freesurfers_hippocampus_of_its_side_in_bert(share
         to_other = np.linalg.inv(other.affine()) @ np.linalg.inv(fit.matrix) @ scan.affine.numpy()
         in_other = to_other[:3, :3] @ voxels + to_other[:3, 3:4]
         assert not np.all((in_other > -0.5) & (in_other < np.array(other.size)[:, None] - 0.5), axis=0).any()
+
+
+def test_a_colour_picture_saved_as_a_volume_is_refused_before_registration(tmp_path, capsys):
+    # a fundus-sized RGB picture stored as a 999×960×3 NIfTI: long enough to be taken for a whole brain, far too thin
+    picture = np.random.default_rng(0).integers(0, 255, (999, 960, 3)).astype(np.uint8)
+    scan = tmp_path / "photo.nii.gz"
+    nib.save(nib.Nifti1Image(picture, np.eye(4)), str(scan))
+    status = main(["--bundle", str(BALR_SAM), "--input", str(scan), "--output", str(tmp_path / "out"), "--quiet"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert status == 1 and len(errors) == 1 and "photo.nii.gz" in errors[0] and "3 mm thick" in errors[0], errors
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_misspelt_whole_brain_setting_is_one_line(tmp_path, capsys):
+    status = main(["--bundle", str(BALR_SAM), "--input", str(SAMPLE), "--output", str(tmp_path / "out"), "--quiet",
+                   "--set", "whole_brain=maybe"])  # fmt: skip
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert status == 1 and errors == [
+        "error: the bundle's preprocessing cannot be built with these settings: whole_brain must be 'auto', true or "
+        "false, got 'maybe'"
+    ]

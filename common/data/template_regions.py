@@ -165,6 +165,7 @@ class CropTemplateRegionsd(MapTransform, InvertibleTransform):
         whole_brain: ``"auto"``, ``True`` or ``False``.
         boxes: one box per structure.
         max_crop_extent_mm: the largest extent of a crop.
+        min_brain_extent_mm: a whole-brain scan thinner than this along any axis is refused before registration.
         min_similarity: the lowest template correlation accepted (see :class:`~common.data.brain_template.TemplateFit`).
         scale_range: the registration's accepted scale factors (lowest, highest).
         volume_range_ml: a side's plausible volume (lowest, highest): outside it the result is written with a
@@ -178,6 +179,7 @@ class CropTemplateRegionsd(MapTransform, InvertibleTransform):
         whole_brain: str | bool = "auto",
         boxes: Sequence[TemplateBox] = HIPPOCAMPUS_BOXES,
         max_crop_extent_mm: float = 100.0,
+        min_brain_extent_mm: float = 60.0,
         min_similarity: float = 0.35,
         scale_range: Sequence[float] = (0.7, 1.4),
         volume_range_ml: Sequence[float] = (2.0, 6.0),
@@ -193,6 +195,7 @@ class CropTemplateRegionsd(MapTransform, InvertibleTransform):
         self.whole_brain = whole_brain
         self.boxes = tuple(boxes)
         self.max_crop_extent_mm = max_crop_extent_mm
+        self.min_brain_extent_mm = min_brain_extent_mm
         self.min_similarity = min_similarity
         self.scale_range = tuple(scale_range)
         self.volume_range_ml = tuple(volume_range_ml)
@@ -209,15 +212,21 @@ class CropTemplateRegionsd(MapTransform, InvertibleTransform):
         return whole
 
     def _fit(self, image: MetaTensor, path: str):
-        fit = register_to_template(np.asarray(image[0].detach().cpu(), dtype=np.float32), np.asarray(image.affine))
-        low, high = self.scale_range
-        reason = None
-        if fit.similarity < self.min_similarity:
-            reason = (f"its correlation with the MNI152 brain template after affine registration is "
-                      f"{fit.similarity:.2f}, below {self.min_similarity:g}")  # fmt: skip
-        elif not all(low <= s <= high for s in fit.scales):
-            reason = (f"registering it to the MNI152 brain template needs scale factors "
-                      f"{', '.join(f'{s:.2f}' for s in fit.scales)}, outside {low:g}-{high:g}")  # fmt: skip
+        """The scan's fit to the template, or the one error that says why it has none worth using."""
+        spacing = np.linalg.norm(np.asarray(image.affine, dtype=np.float64)[:3, :3], axis=0)
+        thinnest = float((spacing * np.asarray(image.shape[1:])).min())
+        fit = None
+        if thinnest < self.min_brain_extent_mm:  # a slab, or a picture saved as a volume: nothing to register
+            reason = (f"it is only {thinnest:.0f} mm thick along one axis (a whole brain spans at least "
+                      f"{self.min_brain_extent_mm:g} mm along each)")  # fmt: skip
+        else:
+            try:
+                fit = register_to_template(np.asarray(image[0].detach().cpu(), dtype=np.float32),
+                                           np.asarray(image.affine))  # fmt: skip
+            except RuntimeError as error:  # ITK's refusals (e.g. no overlap with the template at all)
+                reason = f"registration to the MNI152 brain template failed ({str(error).strip().splitlines()[-1]})"
+            else:
+                reason = self._misfit(fit)
         if reason is not None:
             raise ScanInputError(
                 f"{path}: not a T1 MR of the head in which the hippocampi can be found: {reason}. Pass a T1 head MR, "
@@ -226,6 +235,17 @@ class CropTemplateRegionsd(MapTransform, InvertibleTransform):
         logger.info("%s: registered to the MNI152 template in %.1f s (correlation %.2f, scales %s)", path,
                     fit.seconds, fit.similarity, ", ".join(f"{s:.2f}" for s in fit.scales))  # fmt: skip
         return fit
+
+    def _misfit(self, fit) -> str | None:
+        """Why a registration result cannot be trusted (too little likeness, implausible scaling), or None."""
+        low, high = self.scale_range
+        if fit.similarity < self.min_similarity:
+            return (f"its correlation with the MNI152 brain template after affine registration is "
+                    f"{fit.similarity:.2f}, below {self.min_similarity:g}")  # fmt: skip
+        if not all(low <= s <= high for s in fit.scales):
+            return (f"registering it to the MNI152 brain template needs scale factors "
+                    f"{', '.join(f'{s:.2f}' for s in fit.scales)}, outside {low:g}-{high:g}")  # fmt: skip
+        return None
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)

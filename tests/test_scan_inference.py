@@ -21,8 +21,10 @@ from common.data import read_scan
 from common.segment import load_bundle_for_inference, main, segment_scans
 
 # an oracle "network" for geometry checks: with intensity "none" its logits are the voxel values, so the label map
-# written must be exactly (input > 0) on the input's own grid, whatever reorientation happened in between
-IDENTITY = {"network_def": {"_target_": "torch.nn.Identity"}, "intensity": "none", "output_rule": "sigmoid_argmax"}
+# written must be exactly (input > 0) on the input's own grid, whatever reorientation happened in between (the
+# hippocampus bundles' whole-brain localisation is off: these volumes are CT and MR of other body parts)
+IDENTITY = {"network_def": {"_target_": "torch.nn.Identity"}, "intensity": "none", "output_rule": "sigmoid_argmax",
+            "whole_brain": False}  # fmt: skip
 
 
 class CentreChannel(torch.nn.Module):

@@ -61,7 +61,8 @@ def _moved_template(folder: Path) -> tuple[Path, np.ndarray]:
 
 def test_a_whole_brain_scan_is_segmented_where_the_template_puts_the_hippocampi(tmp_path):
     head, template_to_world = _moved_template(tmp_path)
-    results = segment_scans(BALR_SAM, head, tmp_path / "out", _no_weights(tmp_path), overrides=ORACLE, progress=False)
+    overrides = {**ORACLE, "save_probabilities": True}
+    results = segment_scans(BALR_SAM, head, tmp_path / "out", _no_weights(tmp_path), overrides=overrides, progress=False)
     assert results == {str(head): "ok"}
     written = nib.load(str(tmp_path / "out" / "head_seg.nii.gz"))
     source = nib.load(str(head))
@@ -86,6 +87,10 @@ def test_a_whole_brain_scan_is_segmented_where_the_template_puts_the_hippocampi(
     # a 36×52×40 mm box is far above a hippocampus's volume: reported, not hidden
     assert any("outside the normal adult range" in w for w in report["warnings"])
     assert (tmp_path / "out" / "head_montage.png").is_file()
+    # probabilities: background and the four side structures, in the scan's grid, agreeing with the labels
+    probabilities = np.asarray(nib.load(str(tmp_path / "out" / "head_prob.nii.gz")).dataobj)
+    assert probabilities.shape == (*source.shape, 5)
+    assert (probabilities.argmax(axis=-1) == labels).mean() > 0.999
 
 
 def test_forcing_the_crop_path_on_a_whole_brain_scan_segments_the_whole_scan(tmp_path):

@@ -87,6 +87,24 @@ def test_quickstart_output_path_that_is_a_file_is_one_line(tmp_path, capsys):
     assert taken.read_text() == "not a folder"
 
 
+def test_quickstart_whole_brain_scan_that_does_not_exist_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--output_dir", str(tmp_path / "out"), "--whole_brain", str(tmp_path / "absent.nii.gz")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"--whole_brain {tmp_path / 'absent.nii.gz'}: no such "
+                                                             "file or folder")  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
+def test_quickstart_whole_brain_reports_both_sides(shared_data, tmp_path):
+    from common.quickstart import segment_whole_brain
+
+    report = segment_whole_brain(shared_data / "freesurfer_bert" / "bert_t1_brain.nii.gz", tmp_path)
+    sides = report["volumes"]["sides"]
+    assert set(sides) == {"left", "right"} and all(2.0 <= side["volume_ml"] <= 6.0 for side in sides.values())
+    assert (tmp_path / "whole_brain" / "bert_t1_brain_seg.nii.gz").is_file()
+
+
 def test_quickstart_cli_help():
     result = subprocess.run([sys.executable, "-m", "common.quickstart", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--output_dir" in result.stdout and "--adapt" in result.stdout

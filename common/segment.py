@@ -79,10 +79,9 @@ def load_bundle_for_inference(
     except Exception as error:
         cause = _cause(error, (CheckpointError,))
         if cause is None:  # a setting the network refuses (e.g. --set lora_rank=abc): its own message, one line
-            root = error
-            while root.__cause__ is not None:
-                root = root.__cause__
-            raise SegmentationError(f"the bundle's network cannot be built with these settings: {root}") from error
+            raise SegmentationError(
+                f"the bundle's network cannot be built with these settings: {_root_cause(error)}"
+            ) from error
         raise SegmentationError(
             f"the bundle's network cannot be built: {cause}. Base weights: the bundle's large_files.yml says where "
             f"to get them (python -m monai.bundle download_large_files --bundle_path {bundle}); --backbone picks "
@@ -100,10 +99,15 @@ def _parsed(parser, key: str):
     try:
         return parser.get_parsed_content(key)
     except Exception as error:  # MONAI wraps the component's own ValueError in "Failed to instantiate ..."
-        root = error
-        while root.__cause__ is not None:
-            root = root.__cause__
-        raise SegmentationError(f"the bundle's {key} cannot be built with these settings: {root}") from error
+        cause = _root_cause(error)
+        raise SegmentationError(f"the bundle's {key} cannot be built with these settings: {cause}") from error
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The innermost error of the chain MONAI's wrappers put around a component's own one."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
 
 
 def _cause(error: BaseException, wanted: tuple[type[BaseException], ...]) -> BaseException | None:
@@ -156,8 +160,9 @@ def segment_scans(
             bundle, weights, configs, {**(overrides or {}), "output_dir": str(staging), "progress": progress}
         )
         device = torch.device(parser.get_parsed_content("device"))
-        preprocessing, postprocessing, inferer = (_parsed(parser, key)
-                                                  for key in ("preprocessing", "postprocessing", "inferer"))  # fmt: skip
+        preprocessing, postprocessing, inferer = (
+            _parsed(parser, key) for key in ("preprocessing", "postprocessing", "inferer")
+        )
         cases = scans
         if progress:
             from tqdm.auto import tqdm

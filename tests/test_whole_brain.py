@@ -62,7 +62,8 @@ def _moved_template(folder: Path) -> tuple[Path, np.ndarray]:
 def test_a_whole_brain_scan_is_segmented_where_the_template_puts_the_hippocampi(tmp_path):
     head, template_to_world = _moved_template(tmp_path)
     overrides = {**ORACLE, "save_probabilities": True}
-    results = segment_scans(BALR_SAM, head, tmp_path / "out", _no_weights(tmp_path), overrides=overrides, progress=False)
+    weights = _no_weights(tmp_path)
+    results = segment_scans(BALR_SAM, head, tmp_path / "out", weights, overrides=overrides, progress=False)
     assert results == {str(head): "ok"}
     written = nib.load(str(tmp_path / "out" / "head_seg.nii.gz"))
     source = nib.load(str(head))
@@ -198,8 +199,9 @@ def test_monai_bundle_run_segments_a_whole_brain_scan_as_common_segment_does(ber
     import sys
 
     scan, output = bert_result
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(BALR_SAM / "configs" / "inference.json"),
-               "--bundle_root", str(BALR_SAM), "--input", str(scan), "--output_dir", str(tmp_path)]  # fmt: skip
+    config = BALR_SAM / "configs" / "inference.json"
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config), "--bundle_root",
+               str(BALR_SAM), "--input", str(scan), "--output_dir", str(tmp_path)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=BALR_SAM.parent)
     assert done.returncode == 0, done.stderr[-3000:]
     labels = np.asarray(nib.load(str(tmp_path / "bert_t1_brain_seg.nii.gz")).dataobj)

@@ -66,7 +66,7 @@ def label_montage(
     return sheet
 
 
-def template_box_montage(image: np.ndarray, labels: np.ndarray, num_classes: int, sides: list[str]) -> np.ndarray:
+def template_box_montage(image: np.ndarray, labels: np.ndarray, num_classes: int, boxes: list[dict]) -> np.ndarray:
     """Axial and coronal slices of each box of a whole-brain scan (see :class:`~common.data.CropTemplateRegionsd`):
     one row of 3 axial and one of 3 coronal slices per side, the patient's right on the left as in
     :func:`label_montage`.
@@ -75,18 +75,21 @@ def template_box_montage(image: np.ndarray, labels: np.ndarray, num_classes: int
         image: ``C×X×Y×(n·Z)``: the boxes one after the other along the last axis, in template (RAS) orientation.
         labels: ``1×X×Y×(n·Z)`` integer label map.
         num_classes: foreground labels 1..num_classes.
-        sides: the boxes' side names, in order; a ``"right"`` box is cut mirrored and is shown un-mirrored.
+        boxes: ``{"side": name, "mirror": bool}`` per box, in order (the image's ``template_boxes`` metadata); a
+            box cut mirrored is shown un-mirrored.
     """
-    depth = image.shape[-1] // len(sides)
+    depth = image.shape[-1] // len(boxes)
     rows = []
-    for index, side in enumerate(sides):
-        box = slice(index * depth, (index + 1) * depth)
-        box_image, box_labels = image[..., box], labels[..., box]
-        if side == "right":  # cut mirrored so that it looks like the training boxes (HIPPOCAMPUS_BOXES)
+    for index, box in enumerate(boxes):
+        side = box["side"]
+        depth_range = slice(index * depth, (index + 1) * depth)
+        box_image, box_labels = image[..., depth_range], labels[..., depth_range]
+        if box["mirror"]:
             box_image, box_labels = box_image[:, ::-1], box_labels[:, ::-1]
         for axis in (2, 1):  # axial, coronal
             # slices through the middle half of the structure, where it is largest
-            occupied = np.flatnonzero(np.moveaxis(box_labels[0], axis, 0).reshape(box_labels.shape[1 + axis], -1).any(1))
+            along = np.moveaxis(box_labels[0], axis, 0)
+            occupied = np.flatnonzero(along.reshape(len(along), -1).any(axis=1))
             middle = slice(None)
             if len(occupied) >= 4:
                 quarter = (occupied[-1] - occupied[0]) // 4
@@ -146,9 +149,9 @@ class SaveMontaged(MapTransform):
         image = np.asarray(torch.as_tensor(d[self.image_key]).detach().cpu().float())
         for key in self.key_iterator(d):
             labels = np.asarray(torch.as_tensor(d[key]).detach().cpu()).astype(np.int64)
-            sides = getattr(d[self.image_key], "meta", {}).get("template_boxes")
-            if image.ndim == 4 and sides:
-                picture = template_box_montage(image, labels, self.num_classes, list(sides))
+            boxes = getattr(d[self.image_key], "meta", {}).get("template_boxes")
+            if image.ndim == 4 and boxes:
+                picture = template_box_montage(image, labels, self.num_classes, list(boxes))
             elif image.ndim == 4:
                 picture = label_montage(image, labels, self.num_classes, self.spatial_axis, self.num_slices)
             else:

@@ -201,9 +201,7 @@ class CropTemplateRegionsd(MapTransform, InvertibleTransform):
         self.volume_range_ml = tuple(volume_range_ml)
         self.intensity_landmarks = None if intensity_landmarks is None else dict(intensity_landmarks)
 
-    def _is_whole_brain(self, image: MetaTensor, path: str) -> bool:
-        spacing = np.linalg.norm(np.asarray(image.affine, dtype=np.float64)[:3, :3], axis=0)
-        extent = spacing * np.asarray(image.shape[1:])
+    def _is_whole_brain(self, extent: np.ndarray, path: str) -> bool:
         whole = self.whole_brain if self.whole_brain != "auto" else bool(extent.max() > self.max_crop_extent_mm)
         size = "×".join(f"{e:.0f}" for e in extent)
         how = "set by whole_brain" if self.whole_brain != "auto" else f"longest side vs {self.max_crop_extent_mm:g} mm"
@@ -211,10 +209,9 @@ class CropTemplateRegionsd(MapTransform, InvertibleTransform):
                     "a whole brain: the structures are located first" if whole else "a crop: segmented as it is", how)
         return whole
 
-    def _fit(self, image: MetaTensor, path: str):
+    def _fit(self, image: MetaTensor, extent: np.ndarray, path: str):
         """The scan's fit to the template, or the one error that says why it has none worth using."""
-        spacing = np.linalg.norm(np.asarray(image.affine, dtype=np.float64)[:3, :3], axis=0)
-        thinnest = float((spacing * np.asarray(image.shape[1:])).min())
+        thinnest = float(extent.min())
         fit = None
         if thinnest < self.min_brain_extent_mm:  # a slab, or a picture saved as a volume: nothing to register
             reason = (f"it is only {thinnest:.0f} mm thick along one axis (a whole brain spans at least "
@@ -252,11 +249,16 @@ class CropTemplateRegionsd(MapTransform, InvertibleTransform):
         for key in self.key_iterator(d):
             image = d[key]
             path = str(image.meta.get("filename_or_obj", key)) if isinstance(image, MetaTensor) else str(key)
-            if not isinstance(image, MetaTensor) or image.ndim != 4 or not self._is_whole_brain(image, path):
+            if not isinstance(image, MetaTensor) or image.ndim != 4:
                 if isinstance(image, MetaTensor):
                     self.push_transform(image, extra_info={"whole_brain": False})
                 continue
-            fit = self._fit(image, path)
+            # the scan's size in mm along each axis decides the path and, for a whole brain, whether it can be one
+            extent = np.linalg.norm(np.asarray(image.affine, dtype=np.float64)[:3, :3], axis=0) * image.shape[1:]
+            if not self._is_whole_brain(extent, path):
+                self.push_transform(image, extra_info={"whole_brain": False})
+                continue
+            fit = self._fit(image, extent, path)
             scan = np.asarray(image[0].detach().cpu(), dtype=np.float32)
             to_scan_voxels = np.linalg.inv(np.asarray(image.affine, dtype=np.float64)) @ fit.matrix
             crops = [_resample(scan, to_scan_voxels @ box.affine(), box.size, order=1) for box in self.boxes]
@@ -270,7 +272,7 @@ class CropTemplateRegionsd(MapTransform, InvertibleTransform):
                 meta={k: v for k, v in image.meta.items() if k != "affine"},
                 applied_operations=image.applied_operations,
             )
-            stacked.meta["template_boxes"] = [box.side for box in self.boxes]
+            stacked.meta["template_boxes"] = [{"side": box.side, "mirror": box.mirror} for box in self.boxes]
             stacked.meta["template_fit"] = {
                 "correlation": round(fit.similarity, 4),
                 "scales": [round(s, 4) for s in fit.scales],

@@ -265,7 +265,7 @@ def adapt_lora(
         loss_function=CompositeSegmentationLoss(),
         epoch_length=None,
         train_handlers=[StatsHandler(tag_name="train_loss", output_transform=from_engine(["loss"], first=True))],
-        amp=choose_amp(torch_device, network),  # the CPU fast path: bfloat16 where this CPU runs it faster
+        amp=choose_amp(torch_device),  # the CPU fast path: bfloat16 where this CPU computes it natively
     )
     losses: list[float] = []
 

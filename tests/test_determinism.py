@@ -31,3 +31,31 @@ def test_same_seed_same_adapter_weights(name, tmp_path):
     assert not different, f"same seed, different weights: {different[:5]}"
     other = _train(bundle, data, name, 1)
     assert any(not torch.equal(first[k], other[k]) for k in first)
+
+
+def test_the_same_segmentation_command_writes_the_same_files(shared_data, tmp_path):
+    """Two runs of one ``common.segment`` command with the bundle's own precision choice (no environment pin): the
+    same label map and report, value for value (the choice used to be timed, and flipped between runs)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import nibabel as nib
+    import numpy as np
+    from bundle_helpers import REPO_ROOT
+
+    scan = shared_data / "msd_hippocampus" / "images" / "hippocampus_001.nii.gz"
+    env = {k: v for k, v in os.environ.items() if k != "MONAI_SAM_PEFT_CPU_PRECISION"}
+    results = []
+    for run in ("first", "second"):
+        out = tmp_path / run
+        command = [sys.executable, "-m", "common.segment", "--bundle", str(REPO_ROOT / "bundles" / "balr_sam_segmentation"),
+                   "--input", str(scan), "--output", str(out)]  # fmt: skip
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        labels = np.asarray(nib.load(out / "hippocampus_001_seg.nii.gz").dataobj)
+        report = json.loads((out / "hippocampus_001_volumes.json").read_text())
+        results.append((labels, report))
+    assert results[0][0].any() and np.array_equal(results[0][0], results[1][0])
+    assert results[0][1] == results[1][1]

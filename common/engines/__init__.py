@@ -1,6 +1,6 @@
 """Additions to MONAI's engines that the bundles need (MONAI's own engines and handlers are used as they are)."""
 
-from .checkpointing import AtomicCheckpointSaver, TrainingCheckpoint, latest_training_state
+from .checkpointing import AtomicCheckpointSaver, PrecisionRecord, TrainingCheckpoint, latest_training_state
 from .gradient_clipping import GradientClipping
 from .inference_files import require_inference_files
 from .precision import SupervisedEvaluator, SupervisedTrainer, autocast, choose_amp, cpu_has_native_bf16
@@ -11,6 +11,7 @@ from .time_budget import TimeBudget
 __all__ = [
     "AtomicCheckpointSaver",
     "GradientClipping",
+    "PrecisionRecord",
     "SliceBatchInferer",
     "SupervisedEvaluator",
     "SupervisedTrainer",

@@ -20,7 +20,13 @@ from ignite.engine import Engine, Events
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
-__all__ = ["AtomicCheckpointSaver", "BestMetricRecord", "TrainingCheckpoint", "latest_training_state"]
+__all__ = [
+    "AtomicCheckpointSaver",
+    "BestMetricRecord",
+    "PrecisionRecord",
+    "TrainingCheckpoint",
+    "latest_training_state",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +92,50 @@ class BestMetricRecord:
             checkpoint.load_state_dict({"_saved": [(float(state_dict["best_metric"]), filename)]})
 
 
+class PrecisionRecord:
+    """The CPU precision a training run computes in (bfloat16 autocast or float32), as a state-dict-able object, so
+    that a resumed run keeps it: a run that switched precision half-way would mix two numerics in one model.
+
+    On resume the recorded precision is applied to the trainer and to the validation evaluator, and a difference
+    from this process's own choice is logged; an explicit ``MONAI_SAM_PEFT_CPU_PRECISION`` wins over the record
+    (with a warning that the run changes precision). CUDA runs record nothing to keep (MONAI's own autocast).
+
+    Args:
+        trainer: the ``common.engines.SupervisedTrainer`` (its ``cpu_bf16``).
+        evaluator: the validation ``common.engines.SupervisedEvaluator``, if any.
+    """
+
+    def __init__(self, trainer: Engine, evaluator: Engine | None = None) -> None:
+        self.trainer = trainer
+        self.evaluator = evaluator
+
+    def state_dict(self) -> dict:
+        return {"cpu_bfloat16": bool(getattr(self.trainer, "cpu_bf16", False))}
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        from .precision import PRECISION_ENV, _forced_precision, cpu_has_native_bf16
+
+        recorded = bool(state_dict["cpu_bfloat16"])
+        current = bool(getattr(self.trainer, "cpu_bf16", False))
+        if recorded == current or torch.device(self.trainer.state.device or "cpu").type != "cpu":
+            return
+        names = {True: "bfloat16", False: "float32"}
+        if _forced_precision() is not None:
+            logger.warning(
+                "the training state was computed in %s; %s makes the resumed run %s", names[recorded],
+                PRECISION_ENV, names[current],
+            )  # fmt: skip
+            return
+        for engine in (self.trainer, self.evaluator):
+            if engine is not None and hasattr(engine, "set_cpu_bf16"):
+                engine.set_cpu_bf16(recorded)
+        logger.info(
+            "resumed in %s, the precision the training state was computed in (this process would choose %s%s)",
+            names[recorded], names[current], "" if cpu_has_native_bf16() or not recorded else
+            "; this CPU emulates bfloat16, which is slower",
+        )  # fmt: skip
+
+
 def latest_training_state(folder: str | Path, prefix: str = TRAINING_STATE_PREFIX) -> Path | None:
     """The newest ``<prefix>_*=<number>.pt`` in ``folder`` (by its epoch number), or None."""
     found = []
@@ -101,7 +151,8 @@ class TrainingCheckpoint:
     one when the trainer starts. List it first among a bundle's ``train#handlers``.
 
     The state: adapter-only weights (``AdapterStateView``), optimiser, LR scheduler, the AMP gradient scaler when
-    AMP is on, the trainer's epoch and iteration counters, and the best validation score (so that the best-model
+    AMP is on, the CPU precision (``PrecisionRecord``), the trainer's epoch and iteration counters, and the best
+    validation score (so that the best-model
     saver keeps comparing against the best before the interruption). Only the newest file is kept; files are
     written atomically (and in distributed runs by rank 0 only). A resumed run continues after the last saved
     epoch; the random streams (shuffling, augmentation) are not restored, so it ends close to, not equal to, an
@@ -133,6 +184,7 @@ class TrainingCheckpoint:
             self.objects["lr_scheduler"] = lr_scheduler
         if evaluator is not None:
             self.objects["best_metric"] = BestMetricRecord(evaluator, best_model_saver)
+        self.evaluator = evaluator
         self.network = network
         self.best_model_saver = best_model_saver
         self.interval_epochs = int(interval_epochs)
@@ -143,7 +195,12 @@ class TrainingCheckpoint:
         """The objects saved and loaded, by name."""
         from common.adapters import AdapterStateView
 
-        state = {"model": AdapterStateView(self.network), "trainer": trainer, **self.objects}
+        state = {
+            "model": AdapterStateView(self.network),
+            "trainer": trainer,
+            "precision": PrecisionRecord(trainer, self.evaluator),
+            **self.objects,
+        }
         if getattr(trainer, "scaler", None) is not None:
             state["scaler"] = trainer.scaler
         return state
@@ -198,8 +255,12 @@ class TrainingCheckpoint:
         if path is None:
             logger.info("resume: no training state in %s, starting from the beginning", self.save_dir)
             return
+        state = self.state(engine)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if "precision" not in saved:  # written before the precision was recorded: the process's choice stands
+            del state["precision"]
         # MONAI's loader reads with weights_only=True and keeps the trainer's own max_epochs
-        CheckpointLoader(load_path=str(path), load_dict=self.state(engine), map_location="cpu")(engine)
+        CheckpointLoader(load_path=str(path), load_dict=state, map_location="cpu")(engine)
         self._resumed_from = path
         logger.info(
             "resumed from %s: epoch %d, iteration %d done", path.name, engine.state.epoch, engine.state.iteration

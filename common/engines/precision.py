@@ -1,10 +1,12 @@
-"""One ``amp`` switch for CPU and GPU: bfloat16 autocast on CPUs that compute it natively, where it pays.
+"""One ``amp`` switch for CPU and GPU: bfloat16 autocast on CPUs that compute it natively.
 
 MONAI's trainer and evaluator autocast on CUDA only (``torch.autocast("cuda")``). On a CPU with native bfloat16
-(``avx512_bf16`` or AMX in its flags) autocast to bfloat16 can halve a LiteMedSAM training step; on CPUs without it,
-bfloat16 is emulated and slower, and on some that have it small inputs run faster in float32. So on CPU the bundles'
-``amp`` key defaults to :func:`choose_amp`, which measures the bundle's own network both ways once per CPU, network
-and input size, and the engines here apply the choice. Weights, optimiser state and the loss stay float32.
+(``avx512_bf16`` or AMX in its flags) autocast to bfloat16 halves a LiteMedSAM forward pass (measured 0.49–0.75× the
+float32 time at 64²–256², batches of 2 and 16, 2026-12-05, on a 2-core AMD EPYC with ``avx512_bf16``); on CPUs
+without it, bfloat16 is emulated and slower. So on CPU the bundles' ``amp`` key defaults to :func:`choose_amp`,
+which decides from the CPU's capability alone: the same command on the same machine always runs at the same
+precision and writes the same files (a choice made by timing flipped from run to run on a busy machine). The
+engines here apply it; weights, optimiser state and the loss stay float32, and a training state records it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import contextlib
 import functools
 import logging
 import os
-import time
 from collections.abc import Callable
 
 import torch
@@ -36,10 +37,6 @@ logger = logging.getLogger(__name__)
 
 #: Environment variable that forces the CPU precision: ``float32`` or ``bfloat16`` (unset: measure).
 PRECISION_ENV = "MONAI_SAM_PEFT_CPU_PRECISION"
-
-# a choice is kept for the process: every engine of a run (training, validation, inference) then agrees
-_CHOICES: dict[tuple, bool] = {}
-
 
 @functools.lru_cache(maxsize=1)
 def cpu_info() -> dict[str, str]:
@@ -82,60 +79,31 @@ def _forced_precision() -> bool | None:
     return value == "bfloat16"
 
 
-def _forward_seconds(network: nn.Module, batch: torch.Tensor, bf16: bool, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats + 1):  # the first pass warms up kernels and caches and is not counted
-        started = time.perf_counter()
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            network(batch)
-        best = min(best, time.perf_counter() - started)
-    return best
+def choose_amp(device: torch.device | str) -> bool:
+    """The bundles' default ``amp``: True on CUDA; on CPU, True where the CPU computes bfloat16 natively.
 
-
-def choose_amp(
-    device: torch.device | str, network: nn.Module | None = None, input_size: int | None = None, repeats: int = 2
-) -> bool:
-    """The bundles' default ``amp``: True on CUDA; on CPU, True where bfloat16 autocast makes ``network`` faster.
-
-    On a CPU without native bfloat16 the answer is False (said once in the log). With native bfloat16 the
-    network's forward pass is timed on a batch of two ``input_size``² grey pictures (default: the network's
-    ``input_size``) in float32 and under bfloat16 autocast, and bfloat16 is chosen if it is at least 5 % faster.
-    The timing runs in eval mode without gradients and consumes no random numbers; the choice is logged and kept
-    for the process. ``MONAI_SAM_PEFT_CPU_PRECISION=float32|bfloat16`` skips the measurement.
+    Deterministic: the CPU's flags decide (without native bfloat16 it is False, said once in the log), or
+    ``MONAI_SAM_PEFT_CPU_PRECISION=float32|bfloat16`` where it is set. The choice is logged once per process.
     """
     device = torch.device(device)
     if device.type == "cuda":
         return True
     if device.type != "cpu":
         return False
+    forced = _forced_precision()
+    if forced is not None:
+        _log_choice("bfloat16" if forced else "float32", f"set by {PRECISION_ENV}")
+        return forced
     if not cpu_has_native_bf16():
         _log_no_native_bf16()
         return False
-    forced = _forced_precision()
-    if forced is not None:
-        return forced
-    if network is None:
-        return True
-    # a DistributedDataParallel wrapper would synchronise buffers in every timed pass: time the module itself
-    network = getattr(network, "module", network)
-    size = int(input_size or getattr(network, "input_size", 0) or 256)
-    key = (type(network).__qualname__, getattr(getattr(network, "spec", None), "name", None), size)
-    if key not in _CHOICES:
-        batch = torch.rand(2, 1, size, size, generator=torch.Generator().manual_seed(0))
-        was_training = network.training
-        network.eval()
-        try:
-            float32 = _forward_seconds(network, batch, False, repeats)
-            bfloat16 = _forward_seconds(network, batch, True, repeats)
-        finally:
-            network.train(was_training)
-        _CHOICES[key] = bfloat16 < 0.95 * float32
-        logger.info(
-            "CPU precision for %s at %d²: forward %.3f s in float32, %.3f s under bfloat16 autocast -> %s "
-            "(set %s to choose)",
-            key[1] or key[0], size, float32, bfloat16, "bfloat16" if _CHOICES[key] else "float32", PRECISION_ENV,
-        )  # fmt: skip
-    return _CHOICES[key]
+    _log_choice("bfloat16", f"this CPU computes bfloat16 natively; {PRECISION_ENV}=float32 chooses float32")
+    return True
+
+
+@functools.lru_cache(maxsize=None)
+def _log_choice(precision: str, why: str) -> None:
+    logger.info("CPU precision: %s autocast (%s)", precision, why)
 
 
 def autocast(device: torch.device | str, enabled: bool) -> contextlib.AbstractContextManager:
@@ -195,10 +163,14 @@ class SupervisedTrainer(_MonaiSupervisedTrainer):
     """
 
     def __init__(self, *args, device: torch.device | str | None = None, amp: bool = False, **kwargs) -> None:
-        self.cpu_bf16 = _cpu_bf16(device, amp)
         on_cpu = device is not None and torch.device(device).type == "cpu"
         super().__init__(*args, device=device, amp=bool(amp) and not on_cpu, **kwargs)
-        if self.cpu_bf16:
+        self.set_cpu_bf16(_cpu_bf16(device, amp))
+
+    def set_cpu_bf16(self, enabled: bool) -> None:
+        """Compute the iterations under bfloat16 autocast (True) or in float32 (a resumed run's recorded choice)."""
+        self.cpu_bf16 = bool(enabled)
+        if self.cpu_bf16 and not isinstance(self.loss_function, _Float32Loss):
             self.loss_function = _Float32Loss(self.loss_function)
 
     def _iteration(self, engine, batchdata):
@@ -214,6 +186,10 @@ class SupervisedEvaluator(_MonaiSupervisedEvaluator):
         self.cpu_bf16 = _cpu_bf16(device, amp)
         on_cpu = device is not None and torch.device(device).type == "cpu"
         super().__init__(*args, device=device, amp=bool(amp) and not on_cpu, **kwargs)
+
+    def set_cpu_bf16(self, enabled: bool) -> None:
+        """Compute the iterations under bfloat16 autocast (True) or in float32 (a resumed run's recorded choice)."""
+        self.cpu_bf16 = bool(enabled)
 
     def _iteration(self, engine, batchdata):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_bf16):

@@ -118,6 +118,8 @@ def test_a_run_killed_mid_epoch_resumes_and_ends_like_an_uninterrupted_run(tmp_p
     steps = [max(float(s["step"]) for s in state["optimizer"]["state"].values()) for state in (expected, actual)]
     assert steps[0] == steps[1] == EPOCHS * TRAIN_CASES / 2  # accumulation_steps = 2
     assert actual["lr_scheduler"] == expected["lr_scheduler"]
+    # the precision the run computed in is part of the state (a resumed run keeps it)
+    assert actual["precision"] == expected["precision"] and set(actual["precision"]) == {"cpu_bfloat16"}
     # the weights and the best validation score end close to those of the uninterrupted run (the shuffling and
     # augmentation streams after the restart differ)
     for key, value in expected["model"].items():

@@ -13,6 +13,7 @@ from .datalist import (
     split_cases,
     write_datalist,
 )
+from .field_of_view_scale import ScaleFieldOfViewd, field_of_view_diameter
 from .intensity import CT_WINDOWS, ScaleScanIntensityd, parse_intensity
 from .logits_to_labels import OUTPUT_RULES, LogitsToLabelsd, output_rule_of, sigmoid_rule
 from .montage import SaveMontaged, label_montage
@@ -57,6 +58,7 @@ __all__ = [
     "SaveClassVolumesd",
     "SaveMontaged",
     "SaveScanLabeld",
+    "ScaleFieldOfViewd",
     "ScaleScanIntensityd",
     "ScanInputError",
     "ScanList",
@@ -64,6 +66,7 @@ __all__ = [
     "class_volumes",
     "label_montage",
     "exit_if_scans_skipped",
+    "field_of_view_diameter",
     "list_scans",
     "parse_intensity",
     "read_scan",

@@ -336,7 +336,9 @@ class CropTemplateRegionsd(MapTransform, InvertibleTransform):
         meta["sides"] = {box.side: [index * count + int(k) for k in self.label_names]
                          for index, box in enumerate(self.boxes)}  # fmt: skip
         meta["volume_range_ml"] = list(self.volume_range_ml)
-        return MetaTensor(torch.from_numpy(pasted), affine=torch.as_tensor(scan_affine), meta=meta)
+        # the transforms before this one (their traces) are still to be inverted
+        return MetaTensor(torch.from_numpy(pasted), affine=torch.as_tensor(scan_affine), meta=meta,
+                          applied_operations=list(getattr(boxes, "applied_operations", [])))  # fmt: skip
 
     @staticmethod
     def _covered(box: TemplateBox, box_to_scan: np.ndarray, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

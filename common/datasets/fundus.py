@@ -127,6 +127,22 @@ def _hrf(root: Path) -> Iterator[LayoutCase]:
             )
 
 
+def _hrf_av(root: Path) -> Iterator[LayoutCase]:
+    # HRF with artery/vein labels: {training,test}/images/01_dr.jpg, vessels/01_dr.png (artery, vein or crossing),
+    # fov/01_dr.png; the published 24 / 21 split
+    for folder, split in (("training", "training"), ("test", "testing")):
+        for image in _find(_require(root / folder / "images", f"{folder}/images/"), ("*.jpg", "*.JPG", "*.png")):
+            manual, mask = root / folder / "vessels" / f"{image.stem}.png", root / folder / "fov" / f"{image.stem}.png"
+            if manual.exists():
+                yield LayoutCase(
+                    f"hrf_av_{image.stem}",
+                    image,
+                    lambda m=manual: read_binary(m),
+                    (lambda m=mask: read_binary(m) > 0) if mask.exists() else None,
+                    split,
+                )
+
+
 def _fives(root: Path) -> Iterator[LayoutCase]:
     # train/Original/1_A.png with train/Ground truth/1_A.png; test/ likewise
     for folder, split in (("train", "training"), ("test", "testing")):
@@ -261,6 +277,7 @@ FUNDUS_DATASETS: dict[str, tuple[str, Callable[[Path], Iterator[LayoutCase]]]] =
     "chase_db1": ("vessel", _chase_db1),
     "stare": ("vessel", _stare),
     "hrf": ("vessel", _hrf),
+    "hrf_av": ("vessel", _hrf_av),
     "fives": ("vessel", _fives),
     "refuge2": ("disc_cup", _refuge2),
     "drishti_gs": ("disc_cup", _drishti_gs),

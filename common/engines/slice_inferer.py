@@ -35,7 +35,7 @@ class SliceBatchInferer(Inferer):
             ``Orientationd("RAS")``).
         batch_size: slices per forward pass.
         context_slices: neighbours on each side stacked as channels (0 = plain 2D slices).
-        progress: show a progress bar over the slice batches.
+        progress: show a progress bar over the slice batches (a single picture: over its windows).
         window_size: side of the native-resolution windows, smaller slices padded to it (``None``: whole slices,
             resized by the network).
         window_overlap: overlap of neighbouring windows, a fraction of ``window_size`` in ``[0, 1)``.
@@ -123,6 +123,7 @@ class SliceBatchInferer(Inferer):
             mode="gaussian",
             padding_mode="constant",
             cval=0.0,
+            progress=self.progress and slices.shape[0] == 1,  # a large picture: a bar over its windows
         )
 
     @staticmethod

@@ -1,0 +1,138 @@
+"""Vessel accuracy of a bundle's adapter on fundus pictures from a camera it was or was not trained on.
+
+    python -m common.benchmark.cross_camera --bundle bundles/sam2lora_fundus_segmentation --dataset hrf_av \\
+        --output_dir /tmp/cross_camera [--split test] [--max_cases N] [--weights W] [--set fov_diameter=null]
+
+Each picture of the split is segmented through the product route (:func:`common.segment.segment_scans`, the bundle's
+own ``inference.json``, so the field-of-view resampling and threshold are the bundle's) and scored inside the
+dataset's FOV mask (derived from the picture where the release has none): Dice, AUC, sensitivity, specificity, and
+seconds per picture. Writes ``<output_dir>/<dataset>_<split>.md`` and ``.json`` with per-picture numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from common.cli import config_override
+
+__all__ = ["CAMERAS", "camera_cases", "score_bundle", "main"]
+
+#: dataset name → (folder under the data root, published layout reader in common.datasets.fundus, camera)
+CAMERAS = {
+    "chase_db1": ("chase_db1", "chase_db1", "Nidek NM-200-D, 999×960, 30° field"),
+    "hrf_av": ("hrf_av", "hrf_av", "Canon CR-1, 3504×2336, 45° field"),
+}
+
+DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def camera_cases(dataset: str, data_root: Path, split: str) -> list[dict]:
+    """``[{"name", "image", "truth" (H×W bool), "fov" (H×W bool)}]`` of one split (``test`` or ``training``)."""
+    from common.datasets.fundus import FUNDUS_DATASETS
+    from common.data.transforms import field_of_view
+
+    folder, reader, _ = CAMERAS[dataset]
+    wanted = {"test": "testing", "training": "training"}[split]
+    cases = []
+    for case in FUNDUS_DATASETS[reader][1](data_root / folder):
+        if (case.split or "training") != wanted:
+            continue
+        picture = np.asarray(Image.open(case.image).convert("RGB"))
+        fov = case.fov() if case.fov is not None else field_of_view(picture)
+        cases.append({"name": case.case_id, "image": str(case.image), "truth": case.label() > 0, "fov": fov > 0})
+    return cases
+
+
+def score_bundle(
+    bundle: Path, cases: list[dict], work_dir: Path, weights: Path | None = None, overrides: dict | None = None
+) -> list[dict]:
+    """Segment each case with the bundle (probabilities written) and score it; one dict of metrics per case."""
+    from common.metrics import vessel_metrics
+    from common.segment import segment_scans
+
+    rows = []
+    for case in cases:
+        picture = work_dir / "in" / f"{case['name']}{Path(case['image']).suffix}"
+        picture.parent.mkdir(parents=True, exist_ok=True)
+        picture.unlink(missing_ok=True)
+        picture.symlink_to(Path(case["image"]).resolve())
+        out = work_dir / "out"
+        started = time.perf_counter()
+        results = segment_scans(
+            bundle, picture, out, weights, (), {**(overrides or {}), "save_probabilities": True}, progress=False
+        )
+        seconds = time.perf_counter() - started
+        if results.get(str(picture)) != "ok":
+            raise RuntimeError(f"{case['name']}: {results}")
+        mask = np.asarray(Image.open(out / f"{picture.stem}_seg.png")) > 0
+        probability = np.asarray(Image.open(out / f"{picture.stem}_prob.tif"), dtype=np.float32)
+        metrics = vessel_metrics(mask, probability, case["truth"], case["fov"])
+        rows.append({"case": case["name"], **{k: round(float(v), 4) for k, v in metrics.items()},
+                     "seconds": round(seconds, 1)})  # fmt: skip
+        logging.getLogger(__name__).info("%s: %s", case["name"], rows[-1])
+    return rows
+
+
+def _summary(rows: list[dict]) -> dict:
+    keys = ("dice", "auc", "sensitivity", "specificity", "seconds")
+    return {key: round(float(np.mean([row[key] for row in rows])), 4) for key in keys}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m common.benchmark.cross_camera", description=__doc__.split("\n")[0])
+    parser.add_argument("--bundle", required=True, type=Path)
+    parser.add_argument("--dataset", required=True, choices=sorted(CAMERAS))
+    parser.add_argument("--split", default="test", choices=("test", "training"))
+    parser.add_argument("--max_cases", type=int, default=None, help="the first N pictures of the split")
+    parser.add_argument("--weights", type=Path, default=None, help="adapter checkpoint (default: the bundle's)")
+    parser.add_argument("--data_root", type=Path, default=DEFAULT_DATA_ROOT)
+    parser.add_argument("--set", action="append", default=[], type=config_override, metavar="ID=VALUE")
+    parser.add_argument("--label", default=None, help="name of this configuration in the report")
+    parser.add_argument("--output_dir", required=True, type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    if not (args.data_root / CAMERAS[args.dataset][0]).is_dir():
+        print(f"error: {args.data_root / CAMERAS[args.dataset][0]} not found: give --data_root", file=sys.stderr)
+        return 1
+    cases = camera_cases(args.dataset, args.data_root, args.split)[: args.max_cases]
+    overrides = dict(args.set)
+    with tempfile.TemporaryDirectory() as work:
+        rows = score_bundle(args.bundle, cases, Path(work), args.weights, overrides)
+    label = args.label or (", ".join(f"{k}={v}" for k, v in overrides.items()) or "bundle defaults")
+    report = {
+        "command": "python -m common.benchmark.cross_camera " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
+        "bundle": str(args.bundle), "dataset": args.dataset, "camera": CAMERAS[args.dataset][2],
+        "split": args.split, "configuration": label, "mean": _summary(rows), "cases": rows,
+    }  # fmt: skip
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    stem = args.output_dir / f"{args.dataset}_{args.split}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    mean = report["mean"]
+    lines = [
+        f"# {args.bundle.name} on {args.dataset} {args.split} ({report['date']}, {report['machine']})", "",
+        f"`{report['command']}`; camera: {report['camera']}; configuration: {label}.", "",
+        "| picture | Dice | AUC | sensitivity | specificity | seconds |", "|---|---|---|---|---|---|",
+        *(f"| {r['case']} | {r['dice']:.3f} | {r['auc']:.3f} | {r['sensitivity']:.3f} | {r['specificity']:.3f} | "
+          f"{r['seconds']:.1f} |" for r in rows),
+        f"| **mean of {len(rows)}** | **{mean['dice']:.3f}** | **{mean['auc']:.3f}** | {mean['sensitivity']:.3f} | "
+        f"{mean['specificity']:.3f} | {mean['seconds']:.1f} |",
+    ]  # fmt: skip
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

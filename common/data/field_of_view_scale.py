@@ -1,0 +1,116 @@
+"""Resolution normalisation of fundus photographs: resample each picture so that its field of view (FOV) is as wide,
+in pixels, as the training pictures' FOV.
+
+Cameras differ in sensor resolution (CHASE_DB1's FOV is about 919 pixels across, HRF's 3264, DRIVE's 540): a
+vessel of one calibre is 3 pixels wide in one and 10 in another, and a network trained on one camera's windows
+misses the thin vessels of another. The FOV, the camera's circular aperture, is found in the picture itself
+(:func:`common.data.transforms.field_of_view`), so no setting is needed per camera.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import InvertibleTransform, MapTransform, Resize
+from monai.utils import ensure_tuple_rep
+
+from .transforms import field_of_view
+
+__all__ = ["ScaleFieldOfViewd", "field_of_view_diameter"]
+
+logger = logging.getLogger(__name__)
+
+
+def field_of_view_diameter(picture: np.ndarray | torch.Tensor, min_pixels: int = 3) -> float | None:
+    """Diameter in pixels of the FOV of a colour fundus photograph (``3×H×W``, any intensity scale), or None for a
+    picture that is not one (grey, a volume, no dark surround).
+
+    The diameter is the larger of the FOV's height and width (rows and columns holding at least ``min_pixels``
+    inside pixels): cameras often cut the circle at the top and bottom, rarely on both axes.
+    """
+    array = picture.detach().cpu().numpy() if isinstance(picture, torch.Tensor) else np.asarray(picture)
+    if array.ndim != 3 or array.shape[0] != 3:
+        return None
+    inside = field_of_view(np.moveaxis(array, 0, -1))
+    rows = np.flatnonzero(inside.sum(axis=1) >= min_pixels)
+    columns = np.flatnonzero(inside.sum(axis=0) >= min_pixels)
+    if rows.size == 0 or columns.size == 0 or inside.all():
+        return None  # no dark surround: the picture is a crop of the inside (or not a fundus photograph)
+    return float(max(rows[-1] - rows[0] + 1, columns[-1] - columns[0] + 1))
+
+
+class ScaleFieldOfViewd(MapTransform, InvertibleTransform):
+    """Resample a colour fundus photograph (and its label) so that its FOV is ``reference_diameter`` pixels across.
+
+    The FOV is measured on ``image_key`` (:func:`field_of_view_diameter`); every key is resized by the same factor
+    (anti-aliased when shrinking). A picture within ``tolerance`` of the reference, a grey picture and a volume pass
+    unchanged. Invertible: ``Invertd`` takes labels and probabilities back to the input's own size. The measured
+    diameter and the factor are kept in the image's metadata (``fov_diameter``, ``fov_scale``) and logged.
+
+    Args:
+        keys: ``C×H×W`` tensors on one grid (the picture; in training also its label).
+        reference_diameter: FOV diameter of the training pictures in pixels; None switches the transform off.
+        image_key: the ``3×H×W`` picture the FOV is measured on.
+        mode: interpolation per key (``"bilinear"`` for pictures, ``"nearest"`` for labels).
+        tolerance: relative difference from the reference below which a picture is left as it is.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        reference_diameter: float | None,
+        image_key: str = "image",
+        mode: str | Sequence[str] = "bilinear",
+        tolerance: float = 0.1,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if reference_diameter is not None and reference_diameter <= 0:
+            raise ValueError(f"reference_diameter must be positive (pixels), got {reference_diameter}")
+        self.reference_diameter = reference_diameter
+        self.image_key = image_key
+        self.mode = ensure_tuple_rep(mode, len(self.keys))
+        self.tolerance = tolerance
+
+    def scale_of(self, picture: torch.Tensor) -> tuple[float | None, float]:
+        """(the FOV diameter, the resize factor) of ``picture``; the factor is 1 where nothing is to be done."""
+        if self.reference_diameter is None:
+            return None, 1.0
+        diameter = field_of_view_diameter(picture)
+        if diameter is None:
+            return None, 1.0
+        scale = self.reference_diameter / diameter
+        return diameter, (1.0 if abs(scale - 1.0) < self.tolerance else scale)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        diameter, scale = self.scale_of(d[self.image_key])
+        if diameter is not None:
+            name = getattr(d[self.image_key], "meta", {}).get("filename_or_obj", "picture")
+            logger.info(
+                "%s: field of view %.0f pixels across, resampled ×%.3f to the training pictures' %.0f",
+                name, diameter, scale, self.reference_diameter,
+            )  # fmt: skip
+        for key, mode in self.key_iterator(d, self.mode):
+            resized = scale != 1.0
+            if resized:
+                size = [max(1, round(n * scale)) for n in d[key].shape[1:]]
+                d[key] = Resize(size, mode=mode, anti_aliasing=scale < 1.0)(d[key])
+            self.push_transform(d[key], extra_info={"resized": resized})
+        if hasattr(d[self.image_key], "meta"):
+            d[self.image_key].meta["fov_diameter"] = diameter
+            d[self.image_key].meta["fov_scale"] = scale
+        return d
+
+    def inverse(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            trace = self.pop_transform(d[key])
+            if trace["extra_info"]["resized"]:
+                resize = Resize(spatial_size=-1)  # its trace (another instance's: not checked) holds the size
+                d[key] = resize.inverse_transform(d[key], resize.pop_transform(d[key], check=False))
+        return d

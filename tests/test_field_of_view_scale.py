@@ -1,0 +1,75 @@
+"""Resolution normalisation of fundus pictures: the field of view (FOV) is measured in the picture, the picture is
+resampled so that the FOV is as wide as in the training pictures, and the results go back to the input's size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Compose, Invertd
+
+from common.data import ScaleFieldOfViewd, field_of_view_diameter
+
+
+def _fundus(height: int, width: int, diameter: float, vessel_width: float) -> torch.Tensor:
+    """A ``3×H×W`` synthetic fundus picture: a bright disc of ``diameter`` on black, with dark vertical and
+    horizontal vessels ``vessel_width`` pixels wide through its centre."""
+    rows, columns = np.mgrid[:height, :width].astype(np.float32)
+    centre_r, centre_c = (height - 1) / 2, (width - 1) / 2
+    inside = (rows - centre_r) ** 2 + (columns - centre_c) ** 2 <= (diameter / 2) ** 2
+    vessels = (np.abs(columns - centre_c) < vessel_width / 2) | (np.abs(rows - centre_r) < vessel_width / 2)
+    picture = np.where(inside, np.where(vessels, 0.3, 0.8), 0.0).astype(np.float32)
+    return MetaTensor(torch.from_numpy(np.stack([picture, picture * 0.5, picture * 0.2])))
+
+
+def test_the_diameter_is_measured_on_the_picture():
+    assert field_of_view_diameter(_fundus(200, 260, 180, 4)) == pytest.approx(180, abs=3)
+    # a circle cut at the top and bottom (as many cameras do) still shows its diameter across
+    assert field_of_view_diameter(_fundus(150, 260, 200, 4)) == pytest.approx(200, abs=3)
+    assert field_of_view_diameter(torch.rand(1, 64, 64)) is None  # grey: not a colour fundus picture
+    assert field_of_view_diameter(torch.ones(3, 64, 64)) is None  # no dark surround: a crop of the inside
+
+
+def _vessel_width(picture: torch.Tensor) -> int:
+    """Width in pixels of the vertical synthetic vessel, on the picture's middle row (away from the crossing)."""
+    row = picture[0, picture.shape[1] // 4].numpy()
+    centre = picture.shape[2] // 2
+    return int((row[centre - 20 : centre + 20] < 0.55).sum())  # away from the blurred edge of the disc
+
+
+def test_a_picture_at_half_scale_is_brought_to_the_training_scale_and_back():
+    reference = 240
+    full, half = _fundus(260, 260, 240, 8), _fundus(130, 130, 120, 4)
+    scale = Compose([ScaleFieldOfViewd("image", reference_diameter=reference)])
+    full_out, half_out = scale({"image": full})["image"], scale({"image": half})["image"]
+    assert tuple(full_out.shape) == (3, 260, 260)  # already at the reference: untouched
+    assert abs(half_out.shape[1] - 260) <= 1 and abs(half_out.shape[2] - 260) <= 1
+    assert half_out.meta["fov_scale"] == pytest.approx(2.0, rel=0.03)
+    # the vessels the network sees are as wide as in the training pictures: fails without the resampling (4 px)
+    assert abs(_vessel_width(half_out) - _vessel_width(full_out)) <= 1 and _vessel_width(full_out) >= 7
+    off = Compose([ScaleFieldOfViewd("image", reference_diameter=None)])({"image": half})["image"]
+    assert _vessel_width(off) <= 4
+
+    # labels and probabilities go back to the input's own grid
+    data = scale({"image": half})
+    data["pred"] = MetaTensor((data["image"][:1] > 0.5).float())
+    data["prob"] = MetaTensor(data["image"][:1].clone())
+    back = Invertd(["pred", "prob"], scale, orig_keys="image", nearest_interp=[True, False])(data)
+    assert tuple(back["pred"].shape) == tuple(back["prob"].shape) == (1, 130, 130)
+    assert set(torch.unique(back["pred"]).tolist()) <= {0.0, 1.0}
+    agreement = (back["pred"][0] > 0) == (half[0] > 0.5)
+    assert agreement.float().mean() > 0.97
+
+
+def test_labels_follow_the_picture_with_nearest_neighbours():
+    half = _fundus(130, 130, 120, 3)
+    label = MetaTensor((half[:1] > 0.1).to(torch.uint8) + (half[:1] > 0.5).to(torch.uint8))
+    out = ScaleFieldOfViewd(["image", "label"], 240, mode=["bilinear", "nearest"])({"image": half, "label": label})
+    assert out["label"].shape[1:] == out["image"].shape[1:]
+    assert set(torch.unique(out["label"]).tolist()) == {0, 1, 2}
+
+
+def test_a_non_positive_reference_is_refused():
+    with pytest.raises(ValueError, match="reference_diameter must be positive"):
+        ScaleFieldOfViewd("image", 0)

@@ -49,7 +49,7 @@ class ScaleFieldOfViewd(MapTransform, InvertibleTransform):
     The FOV is measured on ``image_key`` (:func:`field_of_view_diameter`); every key is resized by the same factor
     (anti-aliased when shrinking). A picture within ``tolerance`` of the reference, a grey picture and a volume pass
     unchanged. Invertible: ``Invertd`` takes labels and probabilities back to the input's own size. The measured
-    diameter and the factor are kept in the image's metadata (``fov_diameter``, ``fov_scale``) and logged.
+    diameter and the factor of a fundus picture are kept in its metadata (``fov_diameter``, ``fov_scale``) and logged.
 
     Args:
         keys: ``C×H×W`` tensors on one grid (the picture; in training also its label).
@@ -101,7 +101,7 @@ class ScaleFieldOfViewd(MapTransform, InvertibleTransform):
                 size = [max(1, round(n * scale)) for n in d[key].shape[1:]]
                 d[key] = Resize(size, mode=mode, anti_aliasing=scale < 1.0)(d[key])
             self.push_transform(d[key], extra_info={"resized": resized})
-        if hasattr(d[self.image_key], "meta"):
+        if diameter is not None and hasattr(d[self.image_key], "meta"):  # (None would not collate into a batch)
             d[self.image_key].meta["fov_diameter"] = diameter
             d[self.image_key].meta["fov_scale"] = scale
         return d

@@ -64,6 +64,11 @@ def make_layout(name, root):
             _fundus(root / "images" / f"{stem}.JPG")
             _mask(root / "manual1" / f"{stem}.tif")
             _mask(root / "mask" / f"{stem}_mask.tif", box=(0, H, 0, W))
+    elif name == "hrf_av":
+        for folder in ("training", "test"):
+            _fundus(root / folder / "images" / "01_dr.jpg")
+            _mask(root / folder / "vessels" / "01_dr.png")
+            _mask(root / folder / "fov" / "01_dr.png", box=(0, H, 0, W))
     elif name == "fives":
         for folder in ("train", "test"):
             _fundus(root / folder / "Original" / "1_A.png")

@@ -41,7 +41,8 @@ class LabelForMonaiLabeld(MapTransform):
         for key in self.key_iterator(d):
             label = d[key]
             if label.ndim == 3 and label.shape[0] == 1:  # C×W×H: a 2D picture's label map
-                d[key] = label[0]
+                # integer values: Invertd's resampling leaves them in floating point, which PNG cannot hold
+                d[key] = label[0].round().to(torch.uint8) if label.is_floating_point() else label[0]
                 requested = str(d.get(self.extension_key) or "")
                 if not requested or requested.lower() in _LOSSY:
                     if requested:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -245,3 +246,56 @@ def test_native_resolution_is_the_vessel_protocol_unless_whole_pictures_are_aske
     whole = accuracy.argparse.Namespace(whole_pictures=True)
     assert accuracy._native("chase_db1", native) and not accuracy._native("chase_db1", whole)
     assert not accuracy._native("msd_hippocampus", native)  # slices are smaller than the input already
+
+
+def test_pooled_cameras_keep_each_split_and_are_scored_per_camera(tmp_path):
+    from test_fundus_datalists import make_layout
+
+    for name in ("chase_db1", "hrf_av"):
+        make_layout(name, tmp_path / "root" / name)
+    data_dir = accuracy.prepare_dataset("chase_db1_hrf_av", tmp_path / "root", tmp_path / "out")
+    datalist = json.loads((data_dir / "datalist.json").read_text())
+    by_split = {split: sorted(e["dataset"] for e in datalist[split]) for split in ("training", "testing")}
+    assert by_split == {"training": ["chase_db1", "hrf_av"], "testing": ["chase_db1", "hrf_av"]}  # published splits
+    # pooled fundus cameras train and serve as either camera alone does
+    for method in accuracy.METHODS:
+        assert accuracy.dataset_configs(method, "chase_db1_hrf_av") == accuracy.dataset_configs(method, "chase_db1")
+    # every camera is scored on its own too: a perfect one and an empty one are told apart
+    run_dir = tmp_path / "run"
+    (run_dir / "predictions").mkdir(parents=True)
+    from common.data import load_datalist
+
+    for case in load_datalist(data_dir, "testing"):
+        stem = Path(case["image"]).name.split(".")[0]
+        truth = np.asarray(Image.open(case["label"])) > 0
+        pred = truth if case["dataset"] == "chase_db1" else np.zeros_like(truth)
+        Image.fromarray(pred.astype(np.uint8)).save(run_dir / "predictions" / f"{stem}_seg.png")
+        Image.fromarray(pred.astype(np.float32)).save(run_dir / "predictions" / f"{stem}_prob.tif")
+    settings = accuracy.argparse.Namespace(max_test_cases=None, overlays=0)
+    evaluation = accuracy.evaluate("chase_db1_hrf_av", run_dir, data_dir, settings)
+    assert evaluation["mean_by_dataset"]["chase_db1"]["dice"] == pytest.approx(1.0)
+    assert evaluation["mean_by_dataset"]["hrf_av"]["dice"] == pytest.approx(0.0)
+    assert evaluation["mean"]["dice"] == pytest.approx(0.5)
+
+
+def test_a_pooled_dataset_names_the_missing_camera(tmp_path):
+    from test_fundus_datalists import make_layout
+
+    make_layout("chase_db1", tmp_path / "chase_db1")
+    with pytest.raises(FileNotFoundError, match="hrf_av"):
+        accuracy.dataset_source("chase_db1_hrf_av", tmp_path)
+
+
+def test_cross_camera_reports_dice_at_each_threshold_inside_the_field_of_view():
+    from common.benchmark.cross_camera import THRESHOLDS, _dice_by_threshold
+
+    truth = np.zeros((4, 4), bool)
+    truth[:2] = True  # 8 vessel pixels
+    probability = np.where(truth, 0.6, 0.4).astype(np.float32)
+    probability[3, 3] = 0.9  # outside the FOV: never counted
+    fov = np.ones((4, 4), bool)
+    fov[3, 3] = False
+    dice = _dice_by_threshold(probability, {"truth": truth, "fov": fov})
+    assert list(dice) == [f"{t:.2f}" for t in THRESHOLDS]
+    assert dice["0.50"] == 1.0 and dice["0.65"] == 0.0
+    assert dice["0.35"] == pytest.approx(2 * 8 / (15 + 8), abs=1e-4)  # every FOV pixel called vessel

@@ -73,3 +73,31 @@ def test_labels_follow_the_picture_with_nearest_neighbours():
 def test_a_non_positive_reference_is_refused():
     with pytest.raises(ValueError, match="reference_diameter must be positive"):
         ScaleFieldOfViewd("image", 0)
+
+
+def test_training_brings_a_large_camera_picture_and_its_label_to_the_training_scale():
+    """The fundus bundle's training steps resample a high-resolution camera's picture, label and FOV mask alike
+    (×0.42 here, HRF's 3264-pixel FOV to a 1379-pixel reference): the label stays binary and on the picture's grid,
+    and a 3-pixel vessel (1.3 pixels after the reduction) stays in it wherever it lies on the sampling grid."""
+    from bundle_helpers import REPO_ROOT
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO_ROOT / "bundles" / "sam2lora_fundus_segmentation" / "configs" / "train.json"))
+    names = [t["_target_"] for t in parser.get("load_transforms")]
+    start = names.index("common.data.ScaleFieldOfViewd")
+    assert names[start + 1] == "AsDiscreted"
+    parser["fov_diameter"] = 1379
+    scale = Compose([parser.get_parsed_content(f"load_transforms#{start + i}") for i in range(2)])
+    for offset in range(3):  # the vessel at each phase of the sampling grid
+        picture = _fundus(1200, 3400, 3264, 3)
+        label = torch.zeros(1, 1200, 3400)
+        column = 1700 + offset - 1
+        label[:, 100:1100, column : column + 3] = 1
+        fov = MetaTensor((picture[:1] > 0).float())
+        out = scale({"image": picture, "label": MetaTensor(label), "fov": fov})
+        assert out["image"].meta["fov_scale"] == pytest.approx(1379 / 3264, rel=0.02)
+        assert out["label"].shape[1:] == out["fov"].shape[1:] == out["image"].shape[1:]
+        assert set(torch.unique(out["label"]).tolist()) == set(torch.unique(out["fov"]).tolist()) == {0.0, 1.0}
+        rows = out["label"][0, 60:400]  # away from the vessel's ends
+        assert bool((rows.sum(dim=1) >= 1).all()), f"the vessel broke up at offset {offset}"

@@ -54,7 +54,9 @@ VESSEL_LABELS = {"1": "retinal vessel"}
 class DatasetSpec:
     """A benchmark dataset: its folder under the data root, its kind (``vessel2d`` or ``volume``) and labels;
     ``native_resolution``: pictures larger than the backbone input are trained on native-resolution crops (every
-    bundle's ``native_patches.json``) and segmented in native-resolution windows (``window_size``)."""
+    bundle's ``native_patches.json``) and segmented in native-resolution windows (``window_size``); ``pooled``:
+    fundus layouts (:data:`common.datasets.fundus.FUNDUS_DATASETS`, each in the folder of its name) whose published
+    splits are pooled, the test metrics also reported per layout."""
 
     folder: str
     kind: str
@@ -62,6 +64,12 @@ class DatasetSpec:
     image_channels: int
     description: str
     native_resolution: bool = False
+    pooled: tuple[str, ...] = ()
+
+    @property
+    def folders(self) -> tuple[str, ...]:
+        """The folders under the data root this dataset reads: ``pooled`` fundus layouts, or its one ``folder``."""
+        return self.pooled or (self.folder,)
 
 
 DATASETS = {
@@ -73,6 +81,17 @@ DATASETS = {
         "CHASE_DB1 vessels: children 1-10 (images 1-20) train with 2 of them held out for validation, children 11-14 "
         "(images 21-28) test; first observer; metrics inside the field of view",
         native_resolution=True,
+    ),
+    "chase_db1_hrf_av": DatasetSpec(
+        "chase_db1",
+        "vessel2d",
+        VESSEL_LABELS,
+        3,
+        "CHASE_DB1 (Nidek, 30° field) and HRF (Canon, 45° field) vessels pooled: CHASE_DB1 as in chase_db1, HRF's "
+        "published 24 / 21 split with 2 of its 24 training pictures held out for validation (seeded); metrics inside "
+        "the field of view, also per camera",
+        native_resolution=True,
+        pooled=("chase_db1", "hrf_av"),
     ),
     "msd_hippocampus": DatasetSpec(
         "msd_hippocampus",
@@ -137,14 +156,14 @@ def baseline_network(image_channels: int) -> dict:
 
 
 def dataset_source(name: str, data_root: Path) -> Path:
-    """The dataset's folder under ``data_root``; FileNotFoundError (one line, naming ``--data_root``) if absent."""
-    folder = DATASETS[name].folder
-    source = data_root / folder
-    if not source.is_dir():
-        raise FileNotFoundError(
-            f"dataset {name!r} not found at {source}: give --data_root (the folder holding {folder}/)"
-        )
-    return source
+    """The dataset's (first) folder under ``data_root``; FileNotFoundError (one line, naming ``--data_root``) if it
+    or another folder the dataset pools is absent."""
+    for folder in DATASETS[name].folders:
+        if not (data_root / folder).is_dir():
+            raise FileNotFoundError(
+                f"dataset {name!r} not found at {data_root / folder}: give --data_root (the folder holding {folder}/)"
+            )
+    return data_root / DATASETS[name].folders[0]
 
 
 def prepare_dataset(name: str, data_root: Path, output_dir: Path) -> Path:
@@ -155,10 +174,10 @@ def prepare_dataset(name: str, data_root: Path, output_dir: Path) -> Path:
     target = output_dir / "data"
     if (target / "datalist.json").exists():
         return target
-    if name == "chase_db1":
+    if spec.kind == "vessel2d":
         from common.datasets.fundus import prepare_fundus_datalist
 
-        prepare_fundus_datalist({"chase_db1": source}, target, task="vessel")
+        prepare_fundus_datalist({folder: data_root / folder for folder in spec.folders}, target, task="vessel")
     else:
         from common.data.datalist import build_datalist, write_datalist
 
@@ -376,7 +395,15 @@ def evaluate(dataset: str, run_dir: Path, data_dir: Path, settings: argparse.Nam
         if index < settings.overlays:
             picture = truth_overlay(_overlay_image(case["image"], data), pred, truth, len(data.label_names))
             Image.fromarray(picture).save(overlays / f"{stem}.png")
-    return {"per_case": per_case, "mean": summarise(per_case, data)}
+    result = {"per_case": per_case, "mean": summarise(per_case, data)}
+    if len(data.folders) > 1:  # pooled cameras: each one's own means too
+        source = {Path(case["image"]).name.split(".")[0]: case.get("dataset") for case in cases}
+        result["mean_by_dataset"] = {
+            name: summarise({k: m for k, m in per_case.items() if source[k] == name}, data)
+            for name in data.folders
+            if any(source[k] == name for k in per_case)
+        }
+    return result
 
 
 def summarise(per_case: dict, data: DatasetSpec) -> dict:
@@ -465,6 +492,7 @@ def run_accuracy(method: str, dataset: str, output_dir: Path, settings: argparse
         "predict_seconds": round(predict_seconds, 1),
         "test_cases": len(evaluation["per_case"]),
         "mean": evaluation["mean"],
+        **({"mean_by_dataset": evaluation["mean_by_dataset"]} if "mean_by_dataset" in evaluation else {}),
         "per_case": evaluation["per_case"],
         "learning_curve": curve,
         "hardware": hardware(),
@@ -507,6 +535,11 @@ def write_summary(output_dir: Path) -> str:
             f"| {r['method']} | {r['backbone']} | {r['training']['trainable_parameters']:,} | "
             f"{r['training']['iterations']} | {r['training']['train_seconds']:.0f} | {scores} |"
         )
+        for name, part in r.get("mean_by_dataset", {}).items():  # pooled cameras: one row each
+            rows.append(
+                f"| {r['method']}, {name} test pictures only | | | | | {part['dice']:.4f} | {part['auc']:.4f} | "
+                f"{part['sensitivity']:.4f} | {part['specificity']:.4f} |"
+            )
     first = results[0] if results else {}
     facts = sorted({f"{r['hardware']}, {r['date']}: `{r['command']}`" for r in results})
     text = "\n".join(

@@ -78,14 +78,35 @@ def score_bundle(
         probability = np.asarray(Image.open(out / f"{picture.stem}_prob.tif"), dtype=np.float32)
         metrics = vessel_metrics(mask, probability, case["truth"], case["fov"])
         rows.append({"case": case["name"], **{k: round(float(v), 4) for k, v in metrics.items()},
-                     "seconds": round(seconds, 1)})  # fmt: skip
+                     "seconds": round(seconds, 1), "dice_by_threshold": _dice_by_threshold(probability, case)})  # fmt: skip
         logging.getLogger(__name__).info("%s: %s", case["name"], rows[-1])
     return rows
 
 
+#: probability thresholds at which every picture's Dice is also reported, to choose the bundle's threshold on a
+#: validation split (never on a test split)
+THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
+
+
+def _dice_by_threshold(probability: np.ndarray, case: dict) -> dict[str, float]:
+    inside = case["fov"]
+    truth = case["truth"][inside]
+    values = probability[inside]
+    dice = {}
+    for threshold in THRESHOLDS:
+        pred = values > threshold
+        overlap = int(np.sum(pred & truth))
+        dice[f"{threshold:.2f}"] = round(2 * overlap / max(int(pred.sum()) + int(truth.sum()), 1), 4)
+    return dice
+
+
 def _summary(rows: list[dict]) -> dict:
     keys = ("dice", "auc", "sensitivity", "specificity", "seconds")
-    return {key: round(float(np.mean([row[key] for row in rows])), 4) for key in keys}
+    summary = {key: round(float(np.mean([row[key] for row in rows])), 4) for key in keys}
+    summary["dice_by_threshold"] = {
+        t: round(float(np.mean([row["dice_by_threshold"][t] for row in rows])), 4) for t in rows[0]["dice_by_threshold"]
+    }
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", required=True, choices=sorted(CAMERAS))
     parser.add_argument("--split", default="test", choices=("test", "training"))
     parser.add_argument("--max_cases", type=int, default=None, help="the first N pictures of the split")
+    parser.add_argument(
+        "--cases", nargs="+", default=None, metavar="NAME", help="only these pictures of the split (e.g. validation ones)"
+    )
     parser.add_argument("--weights", type=Path, default=None, help="adapter checkpoint (default: the bundle's)")
     parser.add_argument("--data_root", type=Path, default=DEFAULT_DATA_ROOT)
     parser.add_argument("--set", action="append", default=[], type=config_override, metavar="ID=VALUE")
@@ -104,7 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data_root / CAMERAS[args.dataset][0]).is_dir():
         print(f"error: {args.data_root / CAMERAS[args.dataset][0]} not found: give --data_root", file=sys.stderr)
         return 1
-    cases = camera_cases(args.dataset, args.data_root, args.split)[: args.max_cases]
+    cases = camera_cases(args.dataset, args.data_root, args.split)
+    if args.cases:
+        unknown = sorted(set(args.cases) - {case["name"] for case in cases})
+        if unknown:
+            print(f"error: no picture {', '.join(unknown)} in {args.dataset} {args.split}", file=sys.stderr)
+            return 1
+        cases = [case for case in cases if case["name"] in args.cases]
+    cases = cases[: args.max_cases]
     overrides = dict(args.set)
     with tempfile.TemporaryDirectory() as work:
         rows = score_bundle(args.bundle, cases, Path(work), args.weights, overrides)
@@ -127,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         *(f"| {r['case']} | {r['dice']:.3f} | {r['auc']:.3f} | {r['sensitivity']:.3f} | {r['specificity']:.3f} | "
           f"{r['seconds']:.1f} |" for r in rows),
         f"| **mean of {len(rows)}** | **{mean['dice']:.3f}** | **{mean['auc']:.3f}** | {mean['sensitivity']:.3f} | "
-        f"{mean['specificity']:.3f} | {mean['seconds']:.1f} |",
+        f"{mean['specificity']:.3f} | {mean['seconds']:.1f} |", "",
+        "Mean Dice at other probability thresholds (choose the bundle's threshold on a validation split only): "
+        + ", ".join(f"{t}: {d:.3f}" for t, d in mean["dice_by_threshold"].items()) + ".",
     ]  # fmt: skip
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

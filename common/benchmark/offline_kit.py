@@ -134,15 +134,17 @@ def build_kit(
     from common.text_encoders import build_text_encoder, save_text_embeddings
 
     specs = [DATASETS[name] for name in datasets]
+    folders = sorted({folder for spec in specs for folder in spec.folders})
     for name, spec in zip(datasets, specs):
-        if not (data_root / spec.folder).is_dir():
-            raise FileNotFoundError(f"dataset {name!r} not found at {data_root / spec.folder}: give --data_root")
+        for folder in spec.folders:
+            if not (data_root / folder).is_dir():
+                raise FileNotFoundError(f"dataset {name!r} not found at {data_root / folder}: give --data_root")
     if output.exists():
         shutil.rmtree(output)
     for name in packages:
         wheel_from_installed(name, output / "wheels")
-    for spec in specs:
-        shutil.copytree(data_root / spec.folder, output / "data" / spec.folder)
+    for folder in folders:
+        shutil.copytree(data_root / folder, output / "data" / folder)
     save_text_embeddings(build_text_encoder(), _label_names(), output / "text_embeddings.pt")
     (output / "run.sh").write_text(RUN_SCRIPT.format(datasets=", ".join(datasets)))
     (output / "run.sh").chmod(0o755)

@@ -146,4 +146,28 @@ def test_a_run_that_ends_before_its_first_validation_still_leaves_its_model(tmp_
     saved = torch.load(stale, weights_only=True)
     trained = adapter_state_dict(workflow.parser.get_parsed_content("network"))
     assert saved.keys() == trained.keys() and all(torch.equal(saved[k], trained[k]) for k in saved)
-    assert "ended before any validation" in capfd.readouterr().out  # the bundle's logging.conf logs to stdout
+    out = capfd.readouterr().out  # the bundle's logging.conf logs to stdout
+    assert "ended before any validation" in out
+    # nothing lost: the file that was there is kept under another name, and the log says so
+    assert (bundle / "models" / "model_before_training.pt").read_bytes() == b"an older run's weights"
+    assert "kept as model_before_training.pt" in out
+
+
+def test_training_never_replaces_the_shipped_adapter_without_keeping_it(tmp_path, capfd):
+    from bundle_helpers import bundle_and_synthetic_data, bundle_workflow, run_workflow
+
+    name = "balr_sam_segmentation"
+    bundle, data = bundle_and_synthetic_data(name, tmp_path)
+    shipped = (REPO_ROOT / "bundles" / name / "models" / "model.pt").read_bytes()
+    (bundle / "models" / "model.pt").write_bytes(shipped)
+    settings = dict(
+        bundle_root=str(bundle), backbone="sam_vit_test", dataset_dir=str(data), num_workers=0, batch_size=1,
+        max_epochs=1, val_interval=1,
+    )  # fmt: skip
+    for _ in range(2):  # two new runs: the second keeps the first's model beside the shipped one
+        run_workflow(bundle_workflow(bundle / "configs", ["train.json"], "train", **settings))
+    models = bundle / "models"
+    assert (models / "model_before_training.pt").read_bytes() == shipped
+    assert (models / "model_before_training_2.pt").exists() and (models / "model.pt").exists()
+    assert (models / "model.pt").read_bytes() != shipped
+    assert capfd.readouterr().out.count("is kept as model_before_training") == 2

@@ -209,6 +209,7 @@ class TrainingCheckpoint:
         if self.resume:
             engine.add_event_handler(Events.STARTED, self._resume)
         if self.best_model_saver is not None:
+            engine.add_event_handler(Events.STARTED, self._keep_earlier_model)  # after _resume: it knows the run
             engine.add_event_handler(Events.COMPLETED, self._save_last_if_never_validated)
         if self.interval_epochs > 0:
             # attached when the run starts, i.e. after every other handler: the state is then saved once the epoch's
@@ -226,18 +227,41 @@ class TrainingCheckpoint:
             n_saved=1,
         ).attach(engine)
 
+    def _best_model_path(self) -> Path | None:
+        saver = self.best_model_saver
+        checkpoint = getattr(saver, "_key_metric_checkpoint", None)  # MONAI keeps the fixed file name only there
+        name = getattr(getattr(checkpoint, "save_handler", None), "filename", None)
+        return Path(getattr(saver, "save_dir", self.save_dir)) / name if name else None
+
+    def _keep_earlier_model(self, engine: Engine) -> None:
+        """A new run (not a resumed one) must not replace the adapter already in ``models/`` (a bundle's shipped
+        ``model.pt``, or an earlier run's best) without a word: it is renamed to ``model_before_training.pt``
+        (``_2``, ``_3``… if taken) before the run can write its own, and both names are logged."""
+        path = self._best_model_path()
+        if path is None or self._resumed_from is not None or not path.exists() or idist.get_rank() > 0:
+            return
+        kept = path.with_name(f"{path.stem}_before_training{path.suffix}")
+        number = 2
+        while kept.exists():
+            kept = path.with_name(f"{path.stem}_before_training_{number}{path.suffix}")
+            number += 1
+        path.rename(kept)
+        logger.warning(
+            "%s (the adapter there before this training run) is kept as %s; this run writes its best model "
+            "(float32, adapter-only) to %s",
+            path, kept.name, path.name,
+        )  # fmt: skip
+
     def _save_last_if_never_validated(self, engine: Engine) -> None:
         """A run that ends before its first validation (fewer epochs than ``val_interval``, or no validation data)
         would leave no best model, or an older run's (or the shipped) file that these weights do not match: write
         the last weights there instead, and say so. A resumed run keeps the best model of before its interruption."""
-        saver = self.best_model_saver
-        checkpoint = getattr(saver, "_key_metric_checkpoint", None)  # MONAI keeps the fixed file name only there
-        name = getattr(getattr(checkpoint, "save_handler", None), "filename", None)
-        if not name or idist.get_rank() > 0:
+        checkpoint = getattr(self.best_model_saver, "_key_metric_checkpoint", None)
+        path = self._best_model_path()
+        if path is None or idist.get_rank() > 0:
             return
         if checkpoint is not None and checkpoint.last_checkpoint is not None:
             return  # validation saved a best model in this run
-        path = Path(getattr(saver, "save_dir", self.save_dir)) / name
         if self._resumed_from is not None and path.exists():
             return
         from common.adapters import save_adapter_checkpoint

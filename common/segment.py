@@ -59,6 +59,7 @@ def load_bundle_for_inference(
 
     from common.adapters import load_adapter_state_dict
     from common.backbones.checkpoint import CheckpointError, read_checkpoint
+    from common.cli import unknown_config_id
 
     bundle = Path(bundle)
     files = [bundle / "configs" / "inference.json", *(bundle / "configs" / name for name in configs)]
@@ -73,6 +74,10 @@ def load_bundle_for_inference(
         )
     parser = ConfigParser()
     parser.read_config([str(f) for f in files])
+    for config_id in overrides or {}:
+        problem = unknown_config_id(parser, config_id)
+        if problem:  # a misspelt --set would otherwise add a key nothing reads, and the run go on without it
+            raise SegmentationError(problem)
     parser.update({"bundle_root": str(bundle), **(overrides or {})})
     try:
         network = parser.get_parsed_content("network")

@@ -123,3 +123,15 @@ def test_list_scans_of_a_file_a_folder_of_scans_and_a_dicom_series(tmp_path):
         list_scans(tmp_path / "empty")
     with pytest.raises(ScanInputError, match="no such file"):
         list_scans(tmp_path / "absent")
+
+
+def test_two_inputs_of_one_name_are_refused_before_either_is_segmented(tmp_path):
+    # case.nii.gz and case.nii (or x.jpg beside x.png) would both write case_seg…: one result would be lost
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    _nifti(scans / "case.nii.gz", np.zeros((8, 8, 4), np.float32))
+    _nifti(scans / "case.nii", np.zeros((8, 8, 4), np.float32))
+    with pytest.raises(ScanInputError, match=r"case.nii and case.nii.gz would both write their results as case_seg"):
+        list_scans(scans)
+    (scans / "case.nii").rename(scans / "case_2.nii")
+    assert len(list_scans(scans)) == 2

@@ -282,6 +282,15 @@ def list_scans(path: str | os.PathLike) -> list[dict[str, str]]:
             f"{path}: no scans in this folder (expected DICOM series folders or files ending in "
             f"{', '.join(VOLUME_SUFFIXES + IMAGE_2D_SUFFIXES)})"
         )
+    named: dict[str, Path] = {}
+    for scan in scans:  # results are named by the stem: two inputs of one stem would overwrite each other's
+        stem = scan.name if scan.is_dir() else scan.name.split(".")[0]
+        if stem in named:
+            raise ScanInputError(
+                f"{path}: {named[stem].name} and {scan.name} would both write their results as {stem}_seg…: "
+                "rename or move one of them"
+            )
+        named[stem] = scan
     return [{"image": str(p)} for p in scans]
 
 

@@ -26,13 +26,22 @@ import torch
 
 from common.cli import config_override
 
-__all__ = ["SegmentationError", "load_bundle_for_inference", "main", "segment_scans"]
+__all__ = ["SegmentationError", "SegmentationStopped", "load_bundle_for_inference", "main", "segment_scans"]
 
 logger = logging.getLogger("common.segment")
 
 
 class SegmentationError(RuntimeError):
     """A problem with the bundle, its weights or the settings that stops the whole run (the message says which)."""
+
+
+class SegmentationStopped(RuntimeError):
+    """The run was interrupted (Ctrl-C, SIGTERM): the scans finished before are in the output folder, the one in
+    progress left nothing. ``exit_status`` is the shell's for the signal (130 for Ctrl-C)."""
+
+    def __init__(self, message: str, exit_status: int) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 def load_bundle_for_inference(
@@ -148,6 +157,7 @@ def segment_scans(
 
     Raises:
         SegmentationError: see :func:`load_bundle_for_inference`; ``input_path`` missing or without scans.
+        SegmentationStopped: Ctrl-C or SIGTERM; the scans finished before stay in ``output_dir``.
     """
     from common.data import ScanInputError, list_scans
 
@@ -161,37 +171,51 @@ def segment_scans(
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=output_dir))
     results: dict[str, str] = {}
     try:
-        parser, network = load_bundle_for_inference(
-            bundle, weights, configs, {**(overrides or {}), "output_dir": str(staging), "progress": progress}
-        )
-        device = torch.device(parser.get_parsed_content("device"))
-        preprocessing, postprocessing, inferer = (
-            _parsed(parser, key) for key in ("preprocessing", "postprocessing", "inferer")
-        )
-        cases = scans
-        if progress:
-            from tqdm.auto import tqdm
-
-            cases = tqdm(scans, desc="scans", unit="scan")
-        for scan in cases:
-            try:
-                _run_case(network, preprocessing, postprocessing, inferer, device, scan)
-            except Exception as error:  # one case's failure must not lose the others' results
-                logger.debug("segmenting %s failed", scan, exc_info=True)
-                cause = _cause(error, (ScanInputError,))
-                results[scan] = str(cause) if cause is not None else f"{scan}: {error!r}"
-            else:
-                for produced in staging.iterdir():
-                    shutil.move(str(produced), output_dir / produced.name)
-                results[scan] = "ok"
-            for leftover in staging.iterdir():  # a failed case's partial files
-                leftover.unlink()
+        _segment_all(bundle, weights, configs, overrides, progress, scans, staging, output_dir, results)
+    except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or SIGTERM through _terminate
+        status = 130 if isinstance(stop, KeyboardInterrupt) else (stop.code if isinstance(stop.code, int) else 1)
+        done = sum(message == "ok" for message in results.values())
+        raise SegmentationStopped(
+            f"{done} of {len(scans)} scan(s) segmented into {output_dir} before the interruption; the scan in "
+            "progress left nothing", status,
+        ) from None  # fmt: skip
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         for folder in created:  # innermost first: a run that wrote nothing leaves no folder behind
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
     return results
+
+
+def _segment_all(bundle, weights, configs, overrides, progress, scans, staging, output_dir, results) -> None:
+    """The body of :func:`segment_scans`: segment every scan through ``staging``, recording each in ``results``."""
+    from common.data import ScanInputError
+
+    parser, network = load_bundle_for_inference(
+        bundle, weights, configs, {**(overrides or {}), "output_dir": str(staging), "progress": progress}
+    )
+    device = torch.device(parser.get_parsed_content("device"))
+    preprocessing, postprocessing, inferer = (
+        _parsed(parser, key) for key in ("preprocessing", "postprocessing", "inferer")
+    )
+    cases = scans
+    if progress:
+        from tqdm.auto import tqdm
+
+        cases = tqdm(scans, desc="scans", unit="scan")
+    for scan in cases:
+        try:
+            _run_case(network, preprocessing, postprocessing, inferer, device, scan)
+        except Exception as error:  # one case's failure must not lose the others' results
+            logger.debug("segmenting %s failed", scan, exc_info=True)
+            cause = _cause(error, (ScanInputError,))
+            results[scan] = str(cause) if cause is not None else f"{scan}: {error!r}"
+        else:
+            for produced in staging.iterdir():
+                shutil.move(str(produced), output_dir / produced.name)
+            results[scan] = "ok"
+        for leftover in staging.iterdir():  # a failed case's partial files
+            leftover.unlink()
 
 
 def _terminate(signum: int, _frame) -> None:
@@ -296,6 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SegmentationError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except SegmentationStopped as stop:
+        print(f"stopped: {stop}", file=sys.stderr)
+        return stop.exit_status
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
     failed = {scan: message for scan, message in results.items() if message != "ok"}

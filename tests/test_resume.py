@@ -171,3 +171,31 @@ def test_training_never_replaces_the_shipped_adapter_without_keeping_it(tmp_path
     assert (models / "model_before_training_2.pt").exists() and (models / "model.pt").exists()
     assert (models / "model.pt").read_bytes() != shipped
     assert capfd.readouterr().out.count("is kept as model_before_training") == 2
+
+
+def test_ctrl_c_stops_training_with_one_line_saying_how_to_resume(tmp_path, capfd):
+    from bundle_helpers import bundle_and_synthetic_data, bundle_workflow
+    from ignite.engine import Events
+
+    bundle, data = bundle_and_synthetic_data("balr_sam_segmentation", tmp_path)
+    workflow = bundle_workflow(
+        bundle / "configs", ["train.json"], "train", bundle_root=str(bundle), backbone="sam_vit_test",
+        dataset_dir=str(data), num_workers=0, batch_size=1, max_epochs=3, val_interval=1,
+    )  # fmt: skip
+    workflow.initialize()
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    epoch_length = len(trainer.data_loader)
+
+    def ctrl_c(_engine):
+        raise KeyboardInterrupt
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=epoch_length + 1), ctrl_c)  # early in epoch 2
+    with pytest.raises(SystemExit) as stop:
+        workflow.run()
+    assert stop.value.code == 130
+    err = [line for line in capfd.readouterr().err.splitlines() if line.startswith("training stopped")]
+    assert err == [
+        f"training stopped at epoch 2, iteration {epoch_length + 1}: the newest training state is "
+        f"{bundle / 'models' / 'training_state_checkpoint_epoch=1.pt'}; run the same command with --resume True to "
+        "continue"
+    ]

@@ -429,10 +429,11 @@ def test_sigterm_leaves_no_hidden_partial_folder_and_a_failed_start_no_output_fo
         raise AssertionError("SIGTERM should have ended the run")
 
     monkeypatch.setattr(segment, "_run_case", killed_while_segmenting)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--bundle", str(conv_lora_bundle), "--input", str(scan), "--output", str(out), "--quiet",
-              "--backbone", "sam_vit_test"])  # fmt: skip
-    assert exit_info.value.code == 128 + signal.SIGTERM
+    code = main(["--bundle", str(conv_lora_bundle), "--input", str(scan), "--output", str(out), "--quiet",
+                 "--backbone", "sam_vit_test"])  # fmt: skip
+    assert code == 128 + signal.SIGTERM
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and err.startswith("stopped: 0 of 1 scan(s) segmented")  # no traceback
     assert not out.exists() or not list(out.iterdir())  # no .partial-* folder left behind
     assert signal.getsignal(signal.SIGTERM) is not segment._terminate  # the caller's handler is back
 
@@ -441,3 +442,30 @@ def test_sigterm_leaves_no_hidden_partial_folder_and_a_failed_start_no_output_fo
     assert main(["--bundle", str(conv_lora_bundle), "--input", str(scan), "--output", str(nested), "--quiet",
                  "--weights", str(tmp_path / "missing.pt")]) == 1  # fmt: skip
     assert "no trained weights" in capsys.readouterr().err and not (tmp_path / "fresh").exists()
+
+
+def test_ctrl_c_is_one_line_and_keeps_the_scans_finished_before(shared_data, conv_lora_bundle, tmp_path, monkeypatch, capsys):
+    import common.segment as segment
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for name in ("hippocampus_001", "hippocampus_003"):
+        (scans / f"{name}.nii.gz").symlink_to(shared_data / "msd_hippocampus" / "images" / f"{name}.nii.gz")
+    real_run_case, calls = segment._run_case, []
+
+    def interrupted_on_the_second(*args):
+        calls.append(args[-1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the second scan
+        return real_run_case(*args)
+
+    monkeypatch.setattr(segment, "_run_case", interrupted_on_the_second)
+    out = tmp_path / "out"
+    code = main(["--bundle", str(conv_lora_bundle), "--input", str(scans), "--output", str(out), "--quiet",
+                 "--backbone", "sam_vit_test"])  # fmt: skip
+    assert code == 130
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and err.startswith("stopped: 1 of 2 scan(s) segmented"), err
+    written = sorted(p.name for p in out.iterdir())
+    assert "hippocampus_001_seg.nii.gz" in written and not any("hippocampus_003" in n for n in written)
+    assert not any(n.startswith(".partial") for n in written)

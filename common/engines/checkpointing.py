@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,8 @@ class TrainingCheckpoint:
     def attach(self, engine: Engine) -> None:
         if self.resume:
             engine.add_event_handler(Events.STARTED, self._resume)
+        # before the other handlers' (MONAI's StatsHandler logs the whole traceback): Ctrl-C is one line
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self._stopped)
         if self.best_model_saver is not None:
             engine.add_event_handler(Events.STARTED, self._keep_earlier_model)  # after _resume: it knows the run
             engine.add_event_handler(Events.COMPLETED, self._save_last_if_never_validated)
@@ -226,6 +229,21 @@ class TrainingCheckpoint:
             epoch_level=True,
             n_saved=1,
         ).attach(engine)
+
+    def _stopped(self, engine: Engine, error: BaseException) -> None:
+        """Ctrl-C (or SIGTERM turned into ``SystemExit``) ends training with one line saying what is kept and how
+        to continue, and the shell's exit status; any other error goes on to the other handlers as before."""
+        if not isinstance(error, (KeyboardInterrupt, SystemExit)):
+            raise error
+        newest = latest_training_state(self.save_dir)
+        kept = f"the newest training state is {newest}" if newest is not None else "no training state was saved yet"
+        print(
+            f"training stopped at epoch {engine.state.epoch}, iteration {engine.state.iteration}: {kept}; run the "
+            "same command with --resume True to continue",
+            file=sys.stderr,
+        )
+        code = error.code if isinstance(error, SystemExit) and isinstance(error.code, int) else 130
+        raise SystemExit(code) from None
 
     def _best_model_path(self) -> Path | None:
         saver = self.best_model_saver

@@ -101,3 +101,19 @@ def test_training_brings_a_large_camera_picture_and_its_label_to_the_training_sc
         assert set(torch.unique(out["label"]).tolist()) == set(torch.unique(out["fov"]).tolist()) == {0.0, 1.0}
         rows = out["label"][0, 60:400]  # away from the vessel's ends
         assert bool((rows.sum(dim=1) >= 1).all()), f"the vessel broke up at offset {offset}"
+
+
+def test_a_grey_picture_given_to_a_colour_fundus_model_is_warned_about(caplog):
+    colour = _fundus(130, 130, 120, 4)
+    grey = MetaTensor(colour[:1].clone())
+    grey_as_rgb = MetaTensor(colour[:1].repeat(3, 1, 1))
+    scale = ScaleFieldOfViewd("image", reference_diameter=120)
+    with caplog.at_level("WARNING", logger="common.data.field_of_view_scale"):
+        scale({"image": colour})
+        assert not [r for r in caplog.records if "grey picture" in r.message]
+        scale({"image": grey})
+        scale({"image": grey_as_rgb})
+    assert len([r for r in caplog.records if "grey picture" in r.message]) == 2
+    caplog.clear()
+    ScaleFieldOfViewd("image", reference_diameter=None)({"image": grey})  # not a fundus bundle: nothing to say
+    assert not caplog.records

@@ -167,6 +167,15 @@ def test_class_volumes_in_millilitres_from_the_geometry(tmp_path):
     assert written["input"] == "/data/case_7.nii.gz" and written["classes"]["liver"]["volume_ml"] == pytest.approx(0.3)
 
 
+def test_picture_areas_are_in_mm2_only_when_the_pixel_size_is_known():
+    labels = torch.zeros(1, 6, 8, dtype=torch.uint8)
+    labels[0, :2, :3] = 1  # 6 pixels
+    photo = class_volumes(MetaTensor(labels), {"1": "vessel"})  # a photograph: no pixel size
+    assert photo["spacing_mm"] is None and photo["classes"]["vessel"] == {"label": 1, "pixels": 6}
+    scanned = class_volumes(MetaTensor(labels, affine=torch.diag(torch.tensor([0.5, 0.5, 1.0]))), {"1": "vessel"})
+    assert scanned["spacing_mm"] == [0.5, 0.5] and scanned["classes"]["vessel"]["area_mm2"] == pytest.approx(1.5)
+
+
 def test_montage_shows_labelled_slices_in_a_grid():
     image = np.zeros((1, 8, 6, 20), np.float32)
     labels = np.zeros((1, 8, 6, 20), np.int64)

@@ -30,15 +30,17 @@ def class_volumes(labels: torch.Tensor, label_names: Mapping[str, str]) -> dict:
 
     Returns:
         ``{"spacing_mm": [...], "voxel_volume_ml": v, "classes": {name: {"label": l, "voxels": n, "volume_ml":
-        n·v}}}`` for volumes; for 2D images ``pixels`` and ``area_mm2`` instead (pixel size from the affine, 1 mm
-        when the file has none).
+        n·v}}}`` for volumes; for 2D images ``pixels``, and ``area_mm2`` only when the picture carries its pixel
+        size (an affine other than the identity): photographs (PNG, JPEG) carry none, and a pixel count reported
+        as mm² would be silently wrong (``spacing_mm`` is then null).
     """
     array = np.asarray(torch.as_tensor(labels).detach().cpu()).astype(np.int64)
     spatial = array.ndim - 1
     affine = np.asarray(getattr(labels, "affine", np.eye(spatial + 1)), dtype=np.float64)[:spatial, :spatial]
     spacing = np.linalg.norm(affine, axis=0)
     cell = float(abs(np.linalg.det(affine)))
-    report: dict = {"spacing_mm": [round(float(s), 6) for s in spacing], "classes": {}}
+    known = spatial == 3 or not np.allclose(affine, np.eye(spatial))
+    report: dict = {"spacing_mm": [round(float(s), 6) for s in spacing] if known else None, "classes": {}}
     if spatial == 3:
         report["voxel_volume_ml"] = cell / 1000.0
     for label, name in sorted(label_names.items(), key=lambda item: int(item[0])):
@@ -46,7 +48,9 @@ def class_volumes(labels: torch.Tensor, label_names: Mapping[str, str]) -> dict:
         if spatial == 3:
             report["classes"][name] = {"label": int(label), "voxels": count, "volume_ml": count * cell / 1000.0}
         else:
-            report["classes"][name] = {"label": int(label), "pixels": count, "area_mm2": count * cell}
+            report["classes"][name] = {"label": int(label), "pixels": count}
+            if known:
+                report["classes"][name]["area_mm2"] = count * cell
     return report
 
 

@@ -69,6 +69,7 @@ def load_bundle_for_inference(
     from common.adapters import load_adapter_state_dict
     from common.backbones.checkpoint import CheckpointError, read_checkpoint
     from common.cli import unknown_config_id
+    from common.engines import untrained_settings
 
     bundle = Path(bundle)
     files = [bundle / "configs" / "inference.json", *(bundle / "configs" / name for name in configs)]
@@ -88,6 +89,13 @@ def load_bundle_for_inference(
         if problem:  # a misspelt --set would otherwise add a key nothing reads, and the run go on without it
             raise SegmentationError(problem)
     parser.update({"bundle_root": str(bundle), **(overrides or {})})
+    settings = {key: _parsed(parser, key) for key in ("backbone", "input_size", "intensity") if key in parser}
+    problem = untrained_settings(bundle, weights, settings)
+    allowed = "allow_untrained_settings" in parser and bool(_parsed(parser, "allow_untrained_settings"))
+    if problem and not allowed:
+        raise SegmentationError(problem)
+    if problem:
+        logger.warning("%s (allowed)", problem)
     try:
         network = parser.get_parsed_content("network")
     except Exception as error:

@@ -3,10 +3,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["require_inference_files"]
+__all__ = ["refuse_untrained_settings", "require_inference_files", "untrained_settings"]
+
+logger = logging.getLogger(__name__)
 
 
 def require_inference_files(
@@ -45,3 +51,46 @@ def require_inference_files(
         )
     if problems:
         raise SystemExit("error: " + "; ".join(problems))
+
+
+def untrained_settings(
+    bundle_root: str | os.PathLike, weights: str | os.PathLike | None, settings: Mapping[str, object]
+) -> str | None:
+    """One line when ``weights`` is the bundle's shipped adapter and ``settings`` differ from those it was trained
+    with (``metadata.json`` ``shipped_adapter``: the file's sha256 and ``trained_with``), else None.
+
+    An adapter run at another input size or intensity setting gives a wrong result without any error (the
+    hippocampus adapter at 256² labels 2 voxels); other weights (a user's own training) are not checked.
+    """
+    metadata = Path(bundle_root) / "configs" / "metadata.json"
+    if weights is None or not Path(weights).is_file() or not metadata.is_file():
+        return None
+    record = json.loads(metadata.read_text()).get("shipped_adapter")
+    if not record:
+        return None
+    if hashlib.sha256(Path(weights).read_bytes()).hexdigest() != record["sha256"]:
+        return None  # not the shipped file: its settings are its trainer's business
+    differ = {k: v for k, v in record["trained_with"].items() if k in settings and settings[k] != v}
+    if not differ:
+        return None
+    trained = ", ".join(f"{k}={v!r}" for k, v in differ.items())
+    asked = ", ".join(f"{k}={settings[k]!r}" for k in differ)
+    return (
+        f"{weights} was trained with {trained}, not {asked}: its results would be wrong without any error; keep the "
+        "trained setting, or set allow_untrained_settings=true to run anyway"
+    )
+
+
+def refuse_untrained_settings(
+    bundle_root: str | os.PathLike,
+    weights: str | os.PathLike | None,
+    settings: Mapping[str, object],
+    allow: bool = False,
+) -> None:
+    """:func:`untrained_settings` for a bundle's ``initialize``: one ``error:`` line and exit status 1, or with
+    ``allow`` a warning and the run goes on."""
+    problem = untrained_settings(bundle_root, weights, settings)
+    if problem and allow:
+        logger.warning("%s (allowed)", problem)
+    elif problem:
+        raise SystemExit(f"error: {problem}")

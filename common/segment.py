@@ -179,7 +179,31 @@ def segment_scans(
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=output_dir))
     results: dict[str, str] = {}
     try:
-        _segment_all(bundle, weights, configs, overrides, progress, scans, staging, output_dir, results)
+        parser, network = load_bundle_for_inference(
+            bundle, weights, configs, {**(overrides or {}), "output_dir": str(staging), "progress": progress}
+        )
+        device = torch.device(parser.get_parsed_content("device"))
+        preprocessing, postprocessing, inferer = (
+            _parsed(parser, key) for key in ("preprocessing", "postprocessing", "inferer")
+        )
+        cases = scans
+        if progress:
+            from tqdm.auto import tqdm
+
+            cases = tqdm(scans, desc="scans", unit="scan")
+        for scan in cases:
+            try:
+                _run_case(network, preprocessing, postprocessing, inferer, device, scan)
+            except Exception as error:  # one case's failure must not lose the others' results
+                logger.debug("segmenting %s failed", scan, exc_info=True)
+                cause = _cause(error, (ScanInputError,))
+                results[scan] = str(cause) if cause is not None else f"{scan}: {error!r}"
+            else:
+                for produced in staging.iterdir():
+                    shutil.move(str(produced), output_dir / produced.name)
+                results[scan] = "ok"
+            for leftover in staging.iterdir():  # a failed case's partial files
+                leftover.unlink()
     except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or SIGTERM through _terminate
         status = 130 if isinstance(stop, KeyboardInterrupt) else (stop.code if isinstance(stop.code, int) else 1)
         done = sum(message == "ok" for message in results.values())
@@ -193,37 +217,6 @@ def segment_scans(
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
     return results
-
-
-def _segment_all(bundle, weights, configs, overrides, progress, scans, staging, output_dir, results) -> None:
-    """The body of :func:`segment_scans`: segment every scan through ``staging``, recording each in ``results``."""
-    from common.data import ScanInputError
-
-    parser, network = load_bundle_for_inference(
-        bundle, weights, configs, {**(overrides or {}), "output_dir": str(staging), "progress": progress}
-    )
-    device = torch.device(parser.get_parsed_content("device"))
-    preprocessing, postprocessing, inferer = (
-        _parsed(parser, key) for key in ("preprocessing", "postprocessing", "inferer")
-    )
-    cases = scans
-    if progress:
-        from tqdm.auto import tqdm
-
-        cases = tqdm(scans, desc="scans", unit="scan")
-    for scan in cases:
-        try:
-            _run_case(network, preprocessing, postprocessing, inferer, device, scan)
-        except Exception as error:  # one case's failure must not lose the others' results
-            logger.debug("segmenting %s failed", scan, exc_info=True)
-            cause = _cause(error, (ScanInputError,))
-            results[scan] = str(cause) if cause is not None else f"{scan}: {error!r}"
-        else:
-            for produced in staging.iterdir():
-                shutil.move(str(produced), output_dir / produced.name)
-            results[scan] = "ok"
-        for leftover in staging.iterdir():  # a failed case's partial files
-            leftover.unlink()
 
 
 def _terminate(signum: int, _frame) -> None:

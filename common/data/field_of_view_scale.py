@@ -96,15 +96,14 @@ class ScaleFieldOfViewd(MapTransform, InvertibleTransform):
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
         picture = d[self.image_key]
+        name = getattr(picture, "meta", {}).get("filename_or_obj", "picture")
         if self.reference_diameter is not None and _is_grey_picture(picture):
-            name = getattr(picture, "meta", {}).get("filename_or_obj", "picture")
             logger.warning(
                 "%s: a grey picture, but this model was trained on colour fundus photographs (a grey copy of one "
                 "loses about 0.07-0.10 Dice): give the colour original if there is one", name,
             )  # fmt: skip
         diameter, scale = self.scale_of(picture)
         if diameter is not None:
-            name = getattr(d[self.image_key], "meta", {}).get("filename_or_obj", "picture")
             logger.info(
                 "%s: field of view %.0f pixels across, resampled ×%.3f to the training pictures' %.0f",
                 name, diameter, scale, self.reference_diameter,

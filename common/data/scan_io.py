@@ -284,7 +284,7 @@ def list_scans(path: str | os.PathLike) -> list[dict[str, str]]:
         )
     named: dict[str, Path] = {}
     for scan in scans:  # results are named by the stem: two inputs of one stem would overwrite each other's
-        stem = scan.name if scan.is_dir() else scan.name.split(".")[0]
+        stem = _path_stem(scan)
         if stem in named:
             raise ScanInputError(
                 f"{path}: {named[stem].name} and {scan.name} would both write their results as {stem}_seg…: "
@@ -337,12 +337,17 @@ def exit_if_scans_skipped(datalist: list) -> None:
         raise SystemExit(f"error: {len(skipped)} of {total} scan(s) could not be segmented (the error lines above)")
 
 
+def _path_stem(path: str | os.PathLike) -> str:
+    """The name outputs of the scan at ``path`` are called by: its file name without suffixes (a DICOM folder or
+    one of its ``.dcm`` files: the folder's name)."""
+    path = Path(path)
+    if path.suffix.lower() == ".dcm" or path.is_dir():
+        return (path if path.is_dir() else path.parent).name
+    return path.name.split(".")[0]
+
+
 def scan_stem(image: torch.Tensor) -> str:
-    """The name outputs of one scan are called by: its file name without suffixes (a DICOM folder: its name)."""
+    """:func:`_path_stem` of the file a scan was read from."""
     source = getattr(image, "meta", {}).get("filename_or_obj", "image")
     source = source[0] if isinstance(source, (list, tuple)) and source else source
-    path = Path(str(source))
-    if path.suffix.lower() == ".dcm" or path.is_dir():
-        path = path if path.is_dir() else path.parent
-        return path.name
-    return path.name.split(".")[0]
+    return _path_stem(str(source))

@@ -20,6 +20,8 @@ from monai.config import KeysCollection
 from monai.data import ITKReader, MetaTensor
 from monai.transforms import LoadImaged
 
+from .input_kind import input_kind_problem
+
 __all__ = [
     "IMAGE_2D_SUFFIXES",
     "LoadScand",
@@ -165,6 +167,8 @@ class LoadScand(LoadImaged):
         keys: the image key(s).
         dimension: 2 or 3 to accept only that kind; ``None`` (default) accepts both.
         min_thickness: see :func:`check_scan`.
+        accepted_input: what the bundle segments (``metadata.json`` ``accepted_input``, see
+            :func:`common.data.input_kind.input_kind_problem`): another kind of input is refused; None accepts any.
         kwargs: passed on to ``LoadImaged`` (``image_only``, ``dtype``...); ``ensure_channel_first`` is always on.
     """
 
@@ -173,6 +177,7 @@ class LoadScand(LoadImaged):
         keys: KeysCollection,
         dimension: int | None = None,
         min_thickness: int = 2,
+        accepted_input: Mapping | None = None,
         allow_missing_keys: bool = False,
         **kwargs,
     ) -> None:
@@ -182,6 +187,7 @@ class LoadScand(LoadImaged):
         super().__init__(keys, allow_missing_keys=allow_missing_keys, **kwargs)
         self.dimension = dimension
         self.min_thickness = min_thickness
+        self.accepted_input = dict(accepted_input) if accepted_input else None
 
     def __call__(self, data: Mapping[Hashable, object], reader=None) -> dict:
         d = dict(data)
@@ -202,6 +208,9 @@ class LoadScand(LoadImaged):
             if dimension == 2:
                 d[key] = picture_intensities(d[key], path)
             check_scan(d[key], path, dimension, self.min_thickness)
+            problem = input_kind_problem(d[key], path, dimension, self.accepted_input)
+            if problem:
+                raise ScanInputError(problem)
             warn_if_no_signal(d[key], path)
         return d
 
@@ -302,9 +311,10 @@ class ScanList(list):
         self.skipped = list(skipped or [])
 
 
-def readable_scans(path: str | os.PathLike, dimension: int | None = None) -> ScanList:
+def readable_scans(path: str | os.PathLike, loader: LoadScand | None = None) -> ScanList:
     """:func:`list_scans` for ``python -m monai.bundle run ... --input``: every scan is read and checked first
-    (:func:`read_scan`), one that cannot be segmented is reported on one ``error:`` line and left out, so one bad file
+    (by ``loader``, the configs' own :class:`LoadScand` with its dimension and accepted input; a plain one when
+    None), one that cannot be segmented is reported on one ``error:`` line and left out, so one bad file
     in a folder does not stop the others (as ``python -m common.segment``); :func:`exit_if_scans_skipped` in the
     configs' ``finalize`` then makes the run's exit status 1. Scans are read twice (here and by the evaluator).
 
@@ -315,10 +325,11 @@ def readable_scans(path: str | os.PathLike, dimension: int | None = None) -> Sca
         scans = list_scans(path)
     except ScanInputError as error:
         raise SystemExit(f"error: {error}") from None
+    loader = loader if loader is not None else LoadScand("image", image_only=True)
     readable, skipped = [], []
     for item in scans:
         try:
-            read_scan(item["image"], dimension)
+            loader({"image": item["image"]})
         except ScanInputError as error:
             print(f"error: {error}", file=sys.stderr)
             skipped.append(str(error))

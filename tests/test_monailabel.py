@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from bundle_helpers import REPO_ROOT, TEST_BACKBONES, bundle_with_test_weights
 
 monailabel = pytest.importorskip("monailabel", reason="monailabel is installed by the README's test command")
@@ -48,8 +50,16 @@ def test_bundle_infer_task_returns_a_label_volume_of_the_original_geometry(name,
     names = json.loads((bundle / "configs" / "inference.json").read_text())["label_names"]
     # labels as MONAI Label shows them: name → value in the returned label map
     assert task.labels == {v.lower(): int(k) for k, v in names.items()}
-    assert task.dimension == len(metadata["network_data_format"]["inputs"]["image"]["spatial_shape"])
+    # the dimension clients read is what the bundle segments: 3 for the hippocampus bundles (64×64×1 patches)
+    spatial_shape = metadata["network_data_format"]["inputs"]["image"]["spatial_shape"]
+    assert task.dimension == len(spatial_shape) == metadata["accepted_input"]["dimension"]
     study = _hippocampus_study(shared_data, tmp_path / "studies")
+    if task.dimension == 2:  # the fundus bundle refuses a volume (its pictures: the next test)
+        from common.data import ScanInputError
+
+        with pytest.raises(ScanInputError, match="a 3D volume, but this bundle segments 2D colour fundus pictures"):
+            task({"image": str(study), "device": "cpu"})
+        return
     result_file, result_json = task({"image": str(study), "device": "cpu"})
     result, source = nib.load(result_file), nib.load(study)
     assert result.shape == source.shape and np.allclose(result.affine, source.affine, atol=1e-6)
@@ -63,7 +73,6 @@ def test_a_2d_picture_comes_back_as_a_png_label_map_equal_to_common_segments(tmp
     # a .jpg study: MONAI Label's writer used the study's format and the label's channel axis (HTTP 500 from ITK's
     # JPEG writer, or a 1-pixel-wide PNG); served, the bundle hands it a W×H map and asks for a PNG
     from monailabel.tasks.infer.bundle import BundleInferTask
-    from PIL import Image
 
     from common.data import ScanInputError
     from common.segment import segment_scans
@@ -204,10 +213,29 @@ def test_a_real_monai_label_server_segments_a_study_over_http(shared_data, tmp_p
     _place_bundle("conv_lora_sam_segmentation", app / "model")
     _place_bundle("sam2lora_fundus_segmentation", app / "model")
     study = _hippocampus_study(shared_data, tmp_path / "studies")
+    picture = study.parent / "fundus.jpg"
+    Image.open(shared_data / "chase_db1" / "Image_11L.jpg").crop((352, 352, 480, 480)).save(picture)
+    nan_volume = np.ones((16, 16, 8), np.float32)
+    nan_volume[3, 4, 5] = np.nan
+    nib.save(nib.Nifti1Image(nan_volume, np.eye(4)), str(study.parent / "nan_study.nii.gz"))
+    raw = (study.parent / "hippocampus_001.nii.gz").read_bytes()
+    (study.parent / "truncated_study.nii.gz").write_bytes(raw[: len(raw) // 2])
     models = ["conv_lora_sam_segmentation", "sam2lora_fundus_segmentation"]
     with _monai_label_server(app, study.parent, models, tmp_path / "server.log") as (url, info):
         labels = info["models"]["conv_lora_sam_segmentation"]["labels"]
         assert labels == {"anterior hippocampus": 1, "posterior hippocampus": 2}  # the shipped adapter's
+        # what each model segments, as clients read it: the hippocampus bundle 3D volumes, the fundus one pictures
+        dimensions = {name: info["models"][name]["dimension"] for name in (*models, "sam2lora_prompts")}
+        assert dimensions == {"conv_lora_sam_segmentation": 3, "sam2lora_fundus_segmentation": 2, "sam2lora_prompts": 2}
+        # an input that cannot be segmented: a client error with the one line a command-line user reads
+        for image, status, message in (
+            ("no_such_study", 404, "no image path given"),
+            ("nan_study", 422, "nan_study.nii.gz: 1 NaN"),
+            ("truncated_study", 422, "truncated_study.nii.gz: cannot be read"),
+            ("fundus", 422, "fundus.jpg: a 2D picture of (128, 128) pixels, but this bundle segments 3D MR volumes"),
+        ):
+            response = requests.post(f"{url}/infer/conv_lora_sam_segmentation", params={"image": image}, timeout=300)
+            assert response.status_code == status and message in response.json()["detail"], response.text[:2000]
         response = requests.post(
             f"{url}/infer/conv_lora_sam_segmentation",
             params={"image": "hippocampus_001", "output": "image"},
@@ -218,24 +246,30 @@ def test_a_real_monai_label_server_segments_a_study_over_http(shared_data, tmp_p
         result, source = nib.load(tmp_path / "result.nii.gz"), nib.load(study)
         assert result.shape == source.shape and np.allclose(result.affine, source.affine, atol=1e-6)
         assert set(np.unique(np.asarray(result.dataobj))) <= {0, 1, 2}
-        # the interactive task: a click on slice 17, propagated both ways
+        # the interactive task: a click on a fundus picture comes back as a PNG label map of the picture's size
         assert info["models"]["sam2lora_prompts"]["type"] == "deepgrow"
-        response = requests.post(
-            f"{url}/infer/sam2lora_prompts",
-            params={"image": "hippocampus_001", "output": "image"},
-            data={"params": json.dumps({"foreground": [[17, 25, 17]], "background": [[2, 2, 17]]})},
-            timeout=300,
-        )
+
+        def prompt(image, **prompts):
+            return requests.post(f"{url}/infer/sam2lora_prompts", params={"image": image, "output": "image"},
+                                 data={"params": json.dumps(prompts)}, timeout=300)  # fmt: skip
+
+        response = prompt("fundus", foreground=[[60, 70]], background=[[5, 5]])
         assert response.status_code == 200, response.text[:2000]
-        (tmp_path / "prompted.nii.gz").write_bytes(response.content)
-        prompted = nib.load(tmp_path / "prompted.nii.gz")
-        assert prompted.shape == source.shape and np.allclose(prompted.affine, source.affine, atol=1e-6)
+        prompted = np.asarray(Image.open(io.BytesIO(response.content)))
+        assert Image.open(io.BytesIO(response.content)).format == "PNG"
+        assert prompted.shape == (128, 128) and set(np.unique(prompted)) <= {0, 1}
+        # the vessel adapter was not trained on MR volumes; no prompt, a click outside: one line, not a bare 500
+        for image, prompts, message in (
+            ("hippocampus_001", {"foreground": [[17, 25, 17]]}, "a 3D volume, but this bundle segments 2D colour"),
+            ("fundus", {}, "no prompt: click on the structure to segment"),
+            ("fundus", {"foreground": [[300, 5]]}, "foreground: the click [300.0, 5.0] is outside the study"),
+        ):
+            response = prompt(image, **prompts)
+            assert response.status_code == 422 and message in response.json()["detail"], response.text[:2000]
 
 
 def _label_map(path: Path) -> np.ndarray:
     """A served or written label map: a NIfTI volume or a PNG picture."""
-    from PIL import Image
-
     return np.asarray(nib.load(path).dataobj) if path.name.endswith(".nii.gz") else np.asarray(Image.open(path))
 
 
@@ -245,7 +279,6 @@ def test_a_real_server_serves_every_shipped_adapter_as_common_segment_does(share
     a fundus photograph from SAM2LoRA's vessel adapter come back over HTTP with the labels ``common.segment`` writes
     for the same file."""
     import requests
-    from PIL import Image
 
     from common.segment import segment_scans
 

@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from bundle_helpers import REPO_ROOT, bundle_with_test_weights
 
 from common.engines.prompt_propagation import mask_box, propagate_from_prompts
@@ -72,19 +73,25 @@ def test_other_axes_and_errors():
         propagate_from_prompts(BoxOracle(), volume, 99, box=[0, 0, 1, 1], spatial_axis=0)
 
 
-def test_monai_label_task_turns_clicks_and_rois_into_a_propagated_label_volume(tmp_path):
-    pytest.importorskip("monailabel", reason="monailabel is installed by the README's test command")
+def _oracle_task(bundle, **overrides):
+    """The MONAI Label task on a copy of the SAM2LoRA bundle with the oracle as its network."""
     from common.monai_label import PromptPropagationInferTask
 
+    if not bundle.exists():
+        shutil.copytree(REPO_ROOT / "bundles" / bundle.name, bundle)
+        torch.save({}, bundle / "models" / "model.pt")  # the oracle has no weights
+    network = {"network_def": {"_target_": "test_prompt_propagation.BoxOracle"}, "intensity": "ct:0,200"}
+    return PromptPropagationInferTask(bundle, overrides={**network, **overrides})
+
+
+def test_monai_label_task_turns_clicks_and_rois_into_a_propagated_label_volume(tmp_path):
+    pytest.importorskip("monailabel", reason="monailabel is installed by the README's test command")
+
     bundle = tmp_path / "sam2lora_fundus_segmentation"
-    shutil.copytree(REPO_ROOT / "bundles" / bundle.name, bundle)
-    torch.save({}, bundle / "models" / "model.pt")  # the oracle has no weights
     affine = np.array([[0.0, -0.8, 0, 12.0], [0.9, 0, 0, -3.0], [0, 0, 2.5, 40.0], [0, 0, 0, 1]])
     image = tmp_path / "study.nii.gz"
     nib.save(nib.Nifti1Image(_blob() * 200, affine), str(image))
-    task = PromptPropagationInferTask(
-        bundle, overrides={"network_def": {"_target_": "test_prompt_propagation.BoxOracle"}, "intensity": "ct:0,200"}
-    )
+    task = _oracle_task(bundle, allow_other_inputs=True)  # a volume, which the fundus adapter was not trained on
     assert task.is_valid() and task.labels == {"retinal vessel": 1} and task.dimension == 3
     expected = np.zeros((32, 40, 20), np.uint8)
     expected[10:16, 12:20, 4:15] = 1
@@ -99,14 +106,69 @@ def test_monai_label_task_turns_clicks_and_rois_into_a_propagated_label_volume(t
     assert result["slices"] == [9]
 
 
+def test_monai_label_task_refuses_what_it_cannot_segment_with_one_line_and_a_client_error(tmp_path):
+    pytest.importorskip("monailabel", reason="monailabel is installed by the README's test command")
+    from starlette.exceptions import HTTPException
+
+    from common.data import InputError
+
+    task = _oracle_task(tmp_path / "sam2lora_fundus_segmentation")
+    assert task.dimension == 2  # what the fundus adapter segments, as /info/ reports it
+    volume = tmp_path / "study.nii.gz"
+    nib.save(nib.Nifti1Image(_blob() * 200, np.eye(4)), str(volume))
+    picture = tmp_path / "fundus.png"
+    Image.fromarray((_blob()[..., 9] * 200).astype(np.uint8)).save(picture)  # 40 wide, 32 high
+    refused = [
+        ({"image": str(volume), "foreground": [[12, 15, 9]]}, 422, r"study.nii.gz: a 3D volume, but this bundle "
+                                                                  r"segments 2D colour fundus pictures"),
+        ({"image": "", "foreground": [[1, 1]]}, 404, "no image path given"),
+        ({"image": str(picture)}, 422, r"^no prompt: click on the structure"),
+        ({"image": str(picture), "background": [[3, 3]]}, 422, "^no prompt"),
+        ({"image": str(picture), "foreground": [[45, 3]]}, 422, r"foreground: the click \[45.0, 3.0\] is outside "
+                                                                r"the study \(40×32 voxels\)"),
+        ({"image": str(picture), "foreground": "abc"}, 422, "foreground: 'abc' is not JSON"),
+        ({"image": str(picture), "foreground": [["a", 1]]}, 422, r"foreground: \[\"a\", 1\] is not a list of clicks"),
+        ({"image": str(picture), "roi": [50, 40, 60, 45]}, 422, "roi: the box .* is empty or outside the study"),
+        ({"image": str(picture), "roi": [1, 2, 3]}, 422, r"roi: \[1, 2, 3\] is not a box"),
+    ]  # fmt: skip
+    for request, status, message in refused:
+        with pytest.raises(InputError, match=message) as caught:
+            task(request)
+        # what MONAI Label's server (Starlette) answers with this status and the message as the body
+        assert isinstance(caught.value, HTTPException) and caught.value.status_code == status
+        assert caught.value.detail == str(caught.value) and "\n" not in str(caught.value)
+    volume_task = _oracle_task(tmp_path / "sam2lora_fundus_segmentation", allow_other_inputs=True)
+    with pytest.raises(InputError, match=r"slice: 25 is outside the study \(slices 0..19\)"):
+        volume_task({"image": str(volume), "foreground": [[12, 15]], "slice": 25})
+
+
+def test_monai_label_task_returns_a_png_label_map_for_a_jpeg_picture(tmp_path):
+    pytest.importorskip("monailabel", reason="monailabel is installed by the README's test command")
+
+    task = _oracle_task(tmp_path / "sam2lora_fundus_segmentation")
+    picture = tmp_path / "fundus.jpg"
+    Image.fromarray((_blob()[..., 9] * 250).astype(np.uint8)).convert("RGB").save(picture, quality=95)
+    result_file, result = task({"image": str(picture), "roi": [11, 9, 21, 17]})  # [i0, j0, i1, j1]: i along x
+    assert result_file.endswith(".png") and result["slices"] == [0]
+    labels = np.asarray(Image.open(result_file))
+    expected = np.zeros((32, 40), np.uint8)
+    expected[10:16, 12:20] = 1  # rows, columns: the boxed bright block at the picture's own size, values 0 / 1
+    assert labels.shape == expected.shape and np.array_equal(labels, expected)
+
+
 def test_monai_label_task_runs_the_real_sam2lora_network(shared_data, tmp_path):
     pytest.importorskip("monailabel", reason="monailabel is installed by the README's test command")
     from common.monai_label import PromptPropagationInferTask
 
     bundle = bundle_with_test_weights("sam2lora_fundus_segmentation", tmp_path)
-    task = PromptPropagationInferTask(bundle)
+    picture = tmp_path / "fundus.jpg"
+    Image.open(shared_data / "chase_db1" / "Image_11L.jpg").crop((352, 352, 480, 480)).save(picture)
+    result_file, result = PromptPropagationInferTask(bundle)({"image": str(picture), "foreground": [[60, 70]]})
+    labels = np.asarray(Image.open(result_file))
+    assert result_file.endswith(".png") and labels.shape == (128, 128) and set(np.unique(labels)) <= {0, 1}
     study = shared_data / "msd_hippocampus" / "images" / "hippocampus_001.nii.gz"
-    result_file, result = task({"image": str(study), "foreground": [[17, 25, 17]], "background": [[2, 2, 17]]})
+    volume_task = PromptPropagationInferTask(bundle, overrides={"allow_other_inputs": True})
+    result_file, result = volume_task({"image": str(study), "foreground": [[17, 25, 17]], "background": [[2, 2, 17]]})
     written, source = nib.load(result_file), nib.load(study)
     assert written.shape == source.shape and np.allclose(written.affine, source.affine, atol=1e-6)
     assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1}

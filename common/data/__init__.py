@@ -14,6 +14,7 @@ from .datalist import (
     write_datalist,
 )
 from .field_of_view_scale import ScaleFieldOfViewd, field_of_view_diameter
+from .input_error import InputError
 from .input_kind import accepted_input, input_kind_problem, looks_like_ct
 from .intensity import CT_WINDOWS, ScaleScanIntensityd, parse_intensity
 from .logits_to_labels import OUTPUT_RULES, LogitsToLabelsd, output_rule_of, sigmoid_rule
@@ -46,6 +47,7 @@ from .visualize import overlay_masks
 
 __all__ = [
     "accepted_input",
+    "InputError",
     "input_kind_problem",
     "looks_like_ct",
     "CT_WINDOWS",

@@ -20,6 +20,7 @@ from monai.config import KeysCollection
 from monai.data import ITKReader, MetaTensor
 from monai.transforms import LoadImaged
 
+from .input_error import NOT_FOUND, InputError
 from .input_kind import input_kind_problem
 
 __all__ = [
@@ -46,8 +47,9 @@ _HIGH_BIT_DEPTH_MODES = ("I", "F", "I;16", "I;16B", "I;16L", "I;16N")
 logger = logging.getLogger(__name__)
 
 
-class ScanInputError(ValueError):
-    """An input scan that cannot be segmented as given (the message names the input and the problem)."""
+class ScanInputError(InputError):
+    """An input scan that cannot be segmented as given (the message names the input and the problem; MONAI Label
+    answers it as HTTP 422, or 404 for a scan that is not there)."""
 
 
 def _dicom_series(folder: Path) -> tuple[str, ...]:
@@ -59,10 +61,10 @@ def _dicom_series(folder: Path) -> tuple[str, ...]:
 def _existing_path(path: str | os.PathLike) -> Path:
     """``path`` as a ``Path`` that exists, or the one error that says it does not."""
     if not str(path).strip():  # MONAI Label hands an unknown image id over as "", which would read the current folder
-        raise ScanInputError("no image path given (an unknown image id?)")
+        raise ScanInputError("no image path given (an unknown image id?)", NOT_FOUND)
     path = Path(path)
     if not path.exists():
-        raise ScanInputError(f"{path}: no such file or folder")
+        raise ScanInputError(f"{path}: no such file or folder", NOT_FOUND)
     return path
 
 

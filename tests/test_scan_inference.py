@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -279,6 +280,32 @@ def test_missing_weights_are_one_line_naming_the_file_and_the_command(conv_lora_
     last = done.stderr.strip().splitlines()[-1]
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert "the bundle root '.' is not a bundle folder" in last and "--bundle_root <bundle folder>" in last, last
+
+
+def test_nothing_to_segment_or_nowhere_to_write_is_one_line_before_any_work(conv_lora_bundle, tmp_path):
+    # these used to be a traceback through MONAI's config parser, or one *after* the whole inference
+    scan = _nifti(tmp_path / "scan.nii.gz", np.ones((16, 16, 4), np.float32))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    cases = {
+        ("--dataset_dir", str(tmp_path / "no_data")): f"nothing to segment: no --input and no datalist.json in "
+                                                      f"--dataset_dir {tmp_path / 'no_data'}",
+        ("--input", str(scan), "--output_dir", str(a_file)): f"--output_dir {a_file}: is a file, not a folder",
+        ("--input", str(scan), "--output_dir", str(a_file / "out")): f"is inside {a_file}, which is a file",
+        ("--input", str(scan), "--output_dir", "/sys/monai_sam_out"): "cannot write into /sys",
+    }  # fmt: skip
+    try:
+        tempfile.TemporaryFile(dir="/sys").close()
+        del cases[("--input", str(scan), "--output_dir", "/sys/monai_sam_out")]  # writable here: nothing to try
+    except OSError:
+        pass
+    for args, message in cases.items():
+        done = _bundle_run(conv_lora_bundle, *args)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+        assert lines[-1].startswith("error: ") and message in lines[-1], lines[-1]
+        assert "Restored all variables" not in done.stderr + done.stdout, f"{args}: the adapter was loaded first"
+    assert a_file.read_text() == "not a folder"
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))

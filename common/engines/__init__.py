@@ -2,7 +2,12 @@
 
 from .checkpointing import AtomicCheckpointSaver, PrecisionRecord, TrainingCheckpoint, latest_training_state
 from .gradient_clipping import GradientClipping
-from .inference_files import refuse_untrained_settings, require_inference_files, untrained_settings
+from .inference_files import (
+    refuse_untrained_settings,
+    require_inference_files,
+    require_inputs_and_output,
+    untrained_settings,
+)
 from .precision import SupervisedEvaluator, SupervisedTrainer, autocast, choose_amp, cpu_has_native_bf16
 from .prompt_propagation import mask_box, propagate_from_prompts
 from .slice_inferer import SliceBatchInferer
@@ -25,5 +30,6 @@ __all__ = [
     "propagate_from_prompts",
     "refuse_untrained_settings",
     "require_inference_files",
+    "require_inputs_and_output",
     "untrained_settings",
 ]

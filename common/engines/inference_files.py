@@ -7,10 +7,11 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["refuse_untrained_settings", "require_inference_files", "untrained_settings"]
+__all__ = ["refuse_untrained_settings", "require_inference_files", "require_inputs_and_output", "untrained_settings"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,46 @@ def require_inference_files(
         )
     if problems:
         raise SystemExit("error: " + "; ".join(problems))
+
+
+def require_inputs_and_output(
+    input: str | os.PathLike | None,
+    dataset_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    datalist_name: str = "datalist.json",
+) -> None:
+    """Stop the run before any work when it has nothing to segment or nowhere to write.
+
+    Without this, ``monai.bundle run`` with no ``--input`` and no datalist stopped with a traceback through MONAI's
+    config parser, and an ``--output_dir`` that is a file or cannot be written stopped with one *after* the whole
+    inference, its results lost.
+
+    Args:
+        input: the run's ``--input`` (a scan or a folder; None: the datalist's ``testing`` split is segmented).
+        dataset_dir: the folder holding ``datalist_name`` when ``input`` is None.
+        output_dir: where the results go (created by the run when absent).
+
+    Raises:
+        SystemExit: one ``error:`` line per problem (exit status 1).
+    """
+    problems = []
+    if input is None and not (Path(dataset_dir) / datalist_name).is_file():
+        problems.append(
+            f"nothing to segment: no --input and no {datalist_name} in --dataset_dir {dataset_dir}; pass --input <a "
+            "scan or a folder of scans>, or --dataset_dir <a folder with a datalist.json holding a testing split>"
+        )
+    output = Path(output_dir)
+    existing = next(p for p in (output, *output.parents) if p.exists() or p == Path(p.anchor) or str(p) == ".")
+    if existing.exists() and not existing.is_dir():
+        where = "is a file" if existing == output else f"is inside {existing}, which is a file"
+        problems.append(f"--output_dir {output}: {where}, not a folder")
+    elif existing.exists():
+        try:  # what the run will do there (os.access is not enough: root passes it on a read-only file system)
+            tempfile.TemporaryFile(dir=existing).close()
+        except OSError as error:
+            problems.append(f"--output_dir {output}: cannot write into {existing} ({error.strerror})")
+    if problems:
+        raise SystemExit("\n".join(f"error: {p}" for p in problems))
 
 
 def untrained_settings(

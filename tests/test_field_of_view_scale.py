@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Compose, Invertd
+from monai.transforms import Compose, Invertd, Resize
 
 from common.data import ScaleFieldOfViewd, field_of_view_diameter
 
@@ -116,4 +116,25 @@ def test_a_grey_picture_given_to_a_colour_fundus_model_is_warned_about(caplog):
     assert len([r for r in caplog.records if "grey picture" in r.message]) == 2
     caplog.clear()
     ScaleFieldOfViewd("image", reference_diameter=None)({"image": grey})  # not a fundus bundle: nothing to say
+    assert not caplog.records
+
+
+def test_a_picture_far_larger_than_the_model_sees_is_warned_about_and_shrunk_quickly_as_before(caplog):
+    # an 8000² picture sat 55 s in MONAI's anti-aliasing convolution, silent, before its first window; beyond 4× the
+    # reference the same Gaussian is SciPy's (seconds) and the user is told the scale the picture is segmented at
+    picture = _fundus(600, 640, 560, 24)
+    scale = ScaleFieldOfViewd("image", reference_diameter=70)  # ×0.125
+    with caplog.at_level("WARNING", logger="common.data.field_of_view_scale"):
+        data = scale({"image": picture})
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "600×640 pixels, its field of view 560 across, 8.0× the 70 the model" in warnings[0]
+    out = data["image"]
+    assert tuple(out.shape) == (3, 75, 80)
+    # what MONAI's own anti-aliased Resize gives, but for the border (SciPy repeats the edge, MONAI pads zeros)
+    expected = Resize((75, 80), mode="bilinear", anti_aliasing=True)(picture)
+    assert float((out - expected)[:, 4:-4, 4:-4].abs().max()) < 0.02
+    assert tuple(scale.inverse(data)["image"].shape) == (3, 600, 640)  # results go back to the picture's size
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="common.data.field_of_view_scale"):
+        ScaleFieldOfViewd("image", reference_diameter=160)({"image": picture})  # ×0.29, as HRF: as it always was
     assert not caplog.records

@@ -16,13 +16,20 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import InvertibleTransform, MapTransform, Resize
-from monai.utils import ensure_tuple_rep
+from monai.utils import convert_to_dst_type, ensure_tuple_rep
+from scipy.ndimage import gaussian_filter
 
 from .transforms import field_of_view
 
 __all__ = ["ScaleFieldOfViewd", "field_of_view_diameter"]
 
 logger = logging.getLogger(__name__)
+
+#: a picture shrunk by more than this factor (a field of view 4× the training pictures') is far larger than the
+#: resolution the model segments at: the user is told, and its anti-aliasing is done by SciPy's separable Gaussian
+#: (the same sigma as MONAI's ``Resize``, whose convolution took 46 s of an 8000² picture's 55 s before the first
+#: window; SciPy's takes a few seconds). Every camera measured so far is within it (HRF ×0.28: resized as before).
+LARGE_PICTURE_SCALE = 0.25
 
 
 def field_of_view_diameter(picture: np.ndarray | torch.Tensor, min_pixels: int = 3) -> float | None:
@@ -108,16 +115,36 @@ class ScaleFieldOfViewd(MapTransform, InvertibleTransform):
                 "%s: field of view %.0f pixels across, resampled ×%.3f to the training pictures' %.0f",
                 name, diameter, scale, self.reference_diameter,
             )  # fmt: skip
+        if scale < LARGE_PICTURE_SCALE:
+            logger.warning(
+                "%s: %s pixels, its field of view %.0f across, %.1f× the %.0f the model segments at: it is segmented "
+                "at that scale (×%.3f) and the labels are resampled back to the picture's size, so nothing finer "
+                "than about %.0f pixels here is seen",
+                name, "×".join(map(str, picture.shape[1:])), diameter, 1 / scale, self.reference_diameter, scale,
+                1 / scale,
+            )  # fmt: skip
         for key, mode in self.key_iterator(d, self.mode):
             resized = scale != 1.0
             if resized:
                 size = [max(1, round(n * scale)) for n in d[key].shape[1:]]
-                d[key] = Resize(size, mode=mode, anti_aliasing=scale < 1.0)(d[key])
+                d[key] = self._resize(d[key], size, scale, mode)
             self.push_transform(d[key], extra_info={"resized": resized})
         if diameter is not None and hasattr(d[self.image_key], "meta"):  # (None would not collate into a batch)
             d[self.image_key].meta["fov_diameter"] = diameter
             d[self.image_key].meta["fov_scale"] = scale
         return d
+
+    @staticmethod
+    def _resize(image: torch.Tensor, size: list[int], scale: float, mode: str) -> torch.Tensor:
+        """``image`` resized to ``size`` by MONAI's ``Resize`` (its trace is what ``inverse`` undoes), anti-aliased
+        when shrinking; beyond ``LARGE_PICTURE_SCALE`` with SciPy's Gaussian of the same sigma first."""
+        if scale >= LARGE_PICTURE_SCALE or mode == "nearest":
+            return Resize(size, mode=mode, anti_aliasing=scale < 1.0)(image)
+        sigma = (1.0 / scale - 1.0) / 2.0  # MONAI's anti-aliasing sigma for this factor
+        array = torch.as_tensor(image).float().numpy()
+        smoothed = gaussian_filter(array, sigma=(0.0, sigma, sigma), mode="nearest", truncate=4.0)
+        image = convert_to_dst_type(smoothed, image, dtype=image.dtype)[0]  # keeps the picture's metadata
+        return Resize(size, mode=mode, anti_aliasing=False)(image)
 
     def inverse(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)

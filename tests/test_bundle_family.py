@@ -138,3 +138,10 @@ def test_each_bundle_declares_its_dataset_configs_and_the_benchmark_reads_them()
             assert dataset_configs(method, dataset) == (declared["train"], declared["inference"])
     with pytest.raises(ValueError, match="declares no dataset_configs for 'kvasir_seg'"):
         dataset_configs("sam2lora", "kvasir_seg")
+
+
+def test_config_files_pass_the_model_zoo_formatting_hooks():
+    # the zoo's pre-commit hooks refuse a JSON file without a final newline or with non-ASCII text ("64²", "×")
+    for path in sorted((REPO_ROOT / "bundles").glob("*/configs/*.json")):
+        text = path.read_text(encoding="utf-8")
+        assert text.endswith("\n") and text.isascii(), path.relative_to(REPO_ROOT)

@@ -138,3 +138,30 @@ def test_a_picture_far_larger_than_the_model_sees_is_warned_about_and_shrunk_qui
     with caplog.at_level("WARNING", logger="common.data.field_of_view_scale"):
         ScaleFieldOfViewd("image", reference_diameter=160)({"image": picture})  # ×0.29, as HRF: as it always was
     assert not caplog.records
+
+
+def test_labels_taken_from_probabilities_at_the_input_size_keep_thin_vessels():
+    # an HRF-like picture at ×0.28: a 5-pixel vessel is 1.4 pixels wide where the network sees it. Labels resampled
+    # back by nearest neighbour come back in 3.5-pixel steps; thresholding the smoothly resampled probabilities
+    # follows the vessel's edges
+    from common.data import LogitsToLabelsd, ProbabilitiesToLabelsd
+
+    picture = _fundus(700, 700, 660, 5)
+    truth = (picture[0] > 0.2) & (picture[0] < 0.5)  # the vessels (0.3) inside the disc (0.8)
+    scale = ScaleFieldOfViewd("image", reference_diameter=185)
+    data = scale({"image": picture})
+    small = data["image"][:1]
+    vessel_probability = ((0.8 - small) / 0.5).clamp(0, 1) * (small > 0.05)  # an ideal network's answer
+    data["pred"] = MetaTensor(torch.logit(vessel_probability.clamp(1e-4, 1 - 1e-4)), meta=data["image"].meta)
+    data = LogitsToLabelsd("pred", rule="sigmoid_argmax", probabilities_key="prob")(data)
+    back = Invertd(["pred", "prob"], scale, orig_keys="image", nearest_interp=[True, False])(data)
+    nearest = back["pred"][0] > 0
+    relabelled = ProbabilitiesToLabelsd("prob", labels_key="pred", rule="sigmoid_argmax")(back)["pred"]
+    assert tuple(relabelled.shape) == (1, 700, 700) and relabelled.dtype == torch.uint8
+
+    def dice(mask):
+        return float(2 * (mask & truth).sum() / (mask.sum() + truth.sum()))
+
+    assert dice(relabelled[0] > 0) > dice(nearest) + 0.05, (dice(relabelled[0] > 0), dice(nearest))
+    with pytest.raises(ValueError, match="differ"):
+        ProbabilitiesToLabelsd("prob", labels_key="pred")({"prob": back["prob"], "pred": data["pred"]})

@@ -17,7 +17,14 @@ from .field_of_view_scale import ScaleFieldOfViewd, field_of_view_diameter
 from .input_error import InputError
 from .input_kind import accepted_input, input_kind_problem, looks_like_ct
 from .intensity import CT_WINDOWS, ScaleScanIntensityd, parse_intensity
-from .logits_to_labels import OUTPUT_RULES, LogitsToLabelsd, output_rule_of, sigmoid_rule
+from .logits_to_labels import (
+    OUTPUT_RULES,
+    LogitsToLabelsd,
+    ProbabilitiesToLabelsd,
+    labels_from_probabilities,
+    output_rule_of,
+    sigmoid_rule,
+)
 from .montage import SaveMontaged, label_montage
 from .prompts import SamplePromptsd
 from .save_scan_label import SaveScanLabeld
@@ -60,6 +67,8 @@ __all__ = [
     "LabelForMonaiLabeld",
     "LoadScand",
     "LogitsToLabelsd",
+    "ProbabilitiesToLabelsd",
+    "labels_from_probabilities",
     "OUTPUT_RULES",
     "SaveClassVolumesd",
     "SaveMontaged",

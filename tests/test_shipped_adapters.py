@@ -70,7 +70,7 @@ def test_shipped_hippocampus_adapter_segments_held_out_mr(name, shared_data, tmp
 #: SAM2LoRA's vessel adapter on one CHASE_DB1 test picture (child 11, never seen in training or model choice):
 #: vessel Dice inside the field of view against the first observer, measured with the shipped file (the command in
 #: the bundle card), and the floor asserted here
-FUNDUS_ADAPTER = {"picture": "Image_11L", "measured": 0.819, "floor": 0.81}
+FUNDUS_ADAPTER = {"picture": "Image_11L", "measured": 0.812, "floor": 0.80}
 
 
 def test_shipped_fundus_adapter_segments_a_held_out_chase_db1_photograph(shared_data, tmp_path):
@@ -101,3 +101,36 @@ def test_shipped_fundus_adapter_segments_a_held_out_chase_db1_photograph(shared_
     assert (out / "photo_montage.png").is_file()
     dice = vessel_metrics(mask, probabilities, truth, inside)["dice"]
     assert dice >= FUNDUS_ADAPTER["floor"], f"vessel Dice {dice:.3f} (measured {FUNDUS_ADAPTER['measured']})"
+
+
+#: the same adapter on two pictures of the other camera's test set (HRF, Canon CR-1 at 3504×2336: field of view about
+#: 3.6× CHASE_DB1's; HRF's training pictures were in its training, these never in training or model choice), segmented by ``common.segment`` with no flag; vessel
+#: Dice inside HRF's own FOV mask, measured with the shipped file, and the floor asserted here
+# measured 0.763 on these two (0.732, 0.794); 0.787 on all 21
+OTHER_CAMERA = {"pictures": ("09_dr", "09_h"), "measured": 0.763, "floor": 0.75}
+
+
+def test_shipped_fundus_adapter_segments_photographs_from_another_camera(shared_data, tmp_path):
+    from PIL import Image
+
+    bundle = REPO_ROOT / "bundles" / "sam2lora_fundus_segmentation"
+    hrf = shared_data / "hrf_av" / "test"
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for name in OTHER_CAMERA["pictures"]:
+        os.symlink(hrf / "images" / f"{name}.jpg", scans / f"{name}.jpg")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "common.segment", "--bundle", str(bundle), "--input", str(scans), "--output",
+               str(out), "--quiet"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "MONAI_SAM_PEFT_CPU_PRECISION"}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    dice = []
+    for name in OTHER_CAMERA["pictures"]:
+        mask = np.asarray(Image.open(out / f"{name}_seg.png"))
+        truth = np.asarray(Image.open(hrf / "vessels" / f"{name}.png")) > 0
+        inside = np.asarray(Image.open(hrf / "fov" / f"{name}.png")) > 0
+        assert mask.shape == truth.shape == (2336, 3504) and set(np.unique(mask)) <= {0, 1}  # the picture's own size
+        probabilities = np.asarray(Image.open(out / f"{name}_prob.tif"))
+        dice.append(vessel_metrics(mask, probabilities, truth, inside)["dice"])
+    assert np.mean(dice) >= OTHER_CAMERA["floor"], f"vessel Dice {np.round(dice, 3)} (measured {OTHER_CAMERA['measured']})"

@@ -21,8 +21,9 @@ PICTURE_CONFIGS = {
     "s_sam_text_prompted_segmentation": ["train.json", "images_2d.json"],
 }
 #: and the configs that segment 2D pictures with what they trained
-PICTURE_INFERENCE = {
-    name: ["inference.json", "paper_inference.json"] for name in ("balr_sam_segmentation", "conv_lora_sam_segmentation")
+PICTURE_INFERENCE = {  # the hippocampus defaults refuse pictures: each bundle's 2D inference configs
+    **{name: ["inference.json", "paper_inference.json"] for name in ("balr_sam_segmentation", "conv_lora_sam_segmentation")},
+    "s_sam_text_prompted_segmentation": ["inference.json", "images_2d_inference.json"],
 }
 
 

@@ -22,7 +22,7 @@ BUNDLE = REPO_ROOT / "bundles" / "s_sam_text_prompted_segmentation"
 def test_bundle_files_metadata_and_large_files():
     check_bundle_files(
         BUNDLE,
-        ["paper.json", "paper_inference.json", "ct_liver.json", "images_2d.json", "merged_inference.json",
+        ["paper.json", "paper_inference.json", "ct_liver.json", "images_2d.json", "images_2d_inference.json", "merged_inference.json",
          "native_patches.json"],
         "sam_vit_b",
     )  # fmt: skip
@@ -110,7 +110,8 @@ def test_images_2d_train_evaluate_infer(bundle_copy, tmp_path):
     labels = [np.asarray(Image.open(p)) for p in sorted((bundle_copy / "eval" / "predictions").glob("*_seg.png"))]
     assert len(labels) == 2 and all(set(np.unique(lab)) <= {0, 1, 2} for lab in labels)
     out = tmp_path / "infer"
-    run_workflow(bundle_workflow(configs, ["inference.json"], "infer", **overrides, output_dir=str(out)))
+    files = ["inference.json", "images_2d_inference.json"]  # the default segments volumes and refuses pictures
+    run_workflow(bundle_workflow(configs, files, "infer", **overrides, output_dir=str(out)))
     masks = sorted(out.glob("*_seg.png"))
     assert len(masks) == 2
     assert Image.open(masks[0]).size == Image.open(data / "images" / masks[0].name.replace("_seg", "")).size

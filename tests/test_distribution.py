@@ -101,17 +101,17 @@ def test_package_is_reproducible_and_runs_after_download(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (installed / "models" / "base_weights.pt").read_bytes() == base.read_bytes()
 
-    # and the downloaded bundle segments a picture from its own folder
-    picture = REPO_ROOT.parent / "shared" / "data" / "chase_db1" / "Image_01L.jpg"
+    # and the downloaded bundle segments a scan from its own folder
+    picture = REPO_ROOT.parent / "shared" / "data" / "msd_hippocampus" / "images" / "hippocampus_001.nii.gz"
     if not picture.is_file():
-        pytest.skip("../shared/data is absent: the packaged bundle was not run on a picture")
+        pytest.skip("../shared/data is absent: the packaged bundle was not run on a scan")
     result = subprocess.run(
         [sys.executable, "-m", "common.segment", "--bundle", str(installed), "--input", str(picture), "--output",
          str(tmp_path / "out"), "--set", f"backbone_checkpoint={installed / 'models' / 'base_weights.pt'}"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "out" / "Image_01L_seg.png").is_file()
+    assert (tmp_path / "out" / "hippocampus_001_seg.nii.gz").is_file()
 
 
 def test_packaging_refuses_unsafe_or_base_weights_and_bad_metadata(tmp_path, capsys):

@@ -146,11 +146,15 @@ def test_the_transform_refuses_a_bad_setting_and_a_crop_forced_down_the_whole_br
 
 def test_an_abdominal_ct_is_refused(shared_data, tmp_path, capsys):
     scan = shared_data / "totalsegmentator_samples" / "example_ct_sm.nii.gz"
-    status = main(["--bundle", str(BALR_SAM), "--input", str(scan), "--output", str(tmp_path / "out"), "--quiet"])
-    assert status == 1
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "example_ct_sm.nii.gz: not a T1 MR of the head" in errors[0]
-    assert not (tmp_path / "out").exists()
+    # refused as another kind of input first (tests/test_input_kind.py), and by the whole-brain fit when let through
+    for extra, message in (([], "example_ct_sm.nii.gz: looks like CT"),
+                           (["--set", "allow_other_inputs=true"], "example_ct_sm.nii.gz: not a T1 MR of the head")):
+        status = main(["--bundle", str(BALR_SAM), "--input", str(scan), "--output", str(tmp_path / "out"), "--quiet",
+                       *extra])  # fmt: skip
+        assert status == 1
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and message in errors[0], errors
+        assert not (tmp_path / "out").exists()
 
 
 @pytest.fixture(scope="module")

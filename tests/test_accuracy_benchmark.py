@@ -299,3 +299,42 @@ def test_cross_camera_reports_dice_at_each_threshold_inside_the_field_of_view():
     assert list(dice) == [f"{t:.2f}" for t in THRESHOLDS]
     assert dice["0.50"] == 1.0 and dice["0.65"] == 0.0
     assert dice["0.35"] == pytest.approx(2 * 8 / (15 + 8), abs=1e-4)  # every FOV pixel called vessel
+
+
+@needs_data
+def test_a_labelled_subset_is_the_same_for_a_seed_and_never_touches_validation_or_test(tmp_path):
+    data_dir = accuracy.prepare_dataset("msd_hippocampus", DATA_ROOT, tmp_path)
+    full = json.loads((data_dir / "datalist.json").read_text())
+
+    def images(folder: Path, split: str) -> list[str]:
+        return [Path(c["image"]).name for c in json.loads((folder / "datalist.json").read_text())[split]]
+
+    held_out = set(images(data_dir, "validation")) | set(images(data_dir, "testing"))
+    five = images(accuracy.labelled_subset(data_dir, 5, 0, tmp_path / "a"), "training")
+    assert len(five) == len(set(five)) == 5 and not set(five) & held_out
+    assert set(five) <= set(images(data_dir, "training"))
+    assert five == images(accuracy.labelled_subset(data_dir, 5, 0, tmp_path / "b"), "training")  # same seed
+    assert five[:2] == images(accuracy.labelled_subset(data_dir, 2, 0, tmp_path / "a"), "training")  # nested
+    assert five != images(accuracy.labelled_subset(data_dir, 5, 1, tmp_path / "a"), "training")  # another seed
+    subset = accuracy.labelled_subset(data_dir, 5, 0, tmp_path / "a")
+    for split in ("validation", "testing"):  # held-out splits whole and in order, as absolute paths
+        cases = json.loads((subset / "datalist.json").read_text())[split]
+        assert [Path(c["image"]).name for c in cases] == [Path(c["image"]).name for c in full[split]]
+        assert all(Path(c["image"]).is_absolute() and Path(c["label"]).is_file() for c in cases)
+    with pytest.raises(ValueError, match="182 cases"):
+        accuracy.labelled_subset(data_dir, 183, 0, tmp_path / "a")
+
+
+@needs_data
+def test_a_labelled_subset_run_trains_on_those_cases_only(tmp_path):
+    args = ["--dataset", "msd_hippocampus", "--methods", "balr_sam", "--backbone", "sam_vit_test", "--iterations", "1",
+            "--max_val_cases", "1", "--max_test_cases", "1", "--overlays", "0", "--num_workers", "0",
+            "--labelled_cases", "2", "--subset_seed", "3", "--output_dir", str(tmp_path)]  # fmt: skip
+    assert accuracy.main(args) == 0
+    out = tmp_path / "msd_hippocampus"
+    result = json.loads((out / "balr_sam_sam_vit_test_labelled2_seed3" / "metrics.json").read_text())
+    subset = json.loads((out / "data_labelled2_seed3" / "datalist.json").read_text())["training"]
+    assert result["labelled_cases"] == {
+        "count": 2, "seed": 3, "cases": sorted(Path(c["image"]).name for c in subset)
+    }  # fmt: skip
+    assert "(2 labelled, seed 3)" in (out / "summary.md").read_text()

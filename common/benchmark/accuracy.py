@@ -189,6 +189,40 @@ def prepare_dataset(name: str, data_root: Path, output_dir: Path) -> Path:
     return target
 
 
+def labelled_subset(data_dir: Path, count: int, seed: int, output_dir: Path) -> Path:
+    """A dataset folder whose training split is ``count`` cases drawn from ``data_dir``'s training split with a seeded
+    shuffle (``numpy.random.default_rng(seed)``), validation and test unchanged; the paths are absolute, so the
+    folder can sit anywhere. The draw depends only on the training split, ``count`` and ``seed``: the same volumes for
+    the same seed, and the subsets of one seed nested (the first 5 contain the first 2). Returns the folder
+    (``output_dir/data_labelled<count>_seed<seed>``).
+
+    Raises:
+        ValueError: ``count`` is below 1 or above the number of training cases.
+    """
+    from common.data.datalist import write_datalist
+
+    def absolute(case: dict) -> dict:  # every file a case names (image, label, field-of-view mask ...)
+        return {
+            k: str((data_dir / v).resolve()) if isinstance(v, str) and (data_dir / v).is_file() else v
+            for k, v in case.items()
+        }
+
+    datalist = json.loads((data_dir / "datalist.json").read_text())
+    splits = {
+        name: [absolute(case) for case in datalist[name]]
+        for name in ("training", "validation", "testing")
+        if name in datalist
+    }
+    training = splits["training"]
+    if not 1 <= count <= len(training):
+        raise ValueError(f"--labelled_cases {count}: the training split has {len(training)} cases (1 to {len(training)})")
+    order = np.random.default_rng(seed).permutation(len(training))
+    splits["training"] = [training[i] for i in order[:count]]
+    target = output_dir / f"data_labelled{count}_seed{seed}"
+    write_datalist({**{k: v for k, v in datalist.items() if k not in splits}, **splits}, target)
+    return target
+
+
 def _read_configs(bundle_dir: Path, files: list[str], overrides: dict):
     from monai.bundle import ConfigParser
 
@@ -437,7 +471,7 @@ def hardware() -> str:
 def run_accuracy(method: str, dataset: str, output_dir: Path, settings: argparse.Namespace) -> dict:
     """Train, predict, evaluate and draw one method on one dataset; returns (and writes) its ``metrics.json``."""
     spec = METHODS[method]
-    run_dir = output_dir / f"{method}_{settings.backbone}"
+    run_dir = output_dir / run_name(method, settings)
     resuming = settings.resume and (run_dir / "bundle" / "configs").is_dir()
     if run_dir.exists() and not resuming:
         shutil.rmtree(run_dir)
@@ -447,6 +481,8 @@ def run_accuracy(method: str, dataset: str, output_dir: Path, settings: argparse
     logging.getLogger().addHandler(log_file)
     try:
         data_dir = prepare_dataset(dataset, Path(settings.data_root), output_dir)
+        if settings.labelled_cases:
+            data_dir = labelled_subset(data_dir, settings.labelled_cases, settings.subset_seed, output_dir)
         if not resuming:
             shutil.copytree(
                 REPO_ROOT / "bundles" / spec.bundle,
@@ -470,6 +506,7 @@ def run_accuracy(method: str, dataset: str, output_dir: Path, settings: argparse
         logging.getLogger().removeHandler(log_file)
         log_file.close()
     curve = training.pop("learning_curve")
+    trained_on = json.loads((data_dir / "datalist.json").read_text())["training"]
     save_learning_curve(
         run_dir / "learning_curve.png",
         curve["loss"],
@@ -488,6 +525,11 @@ def run_accuracy(method: str, dataset: str, output_dir: Path, settings: argparse
         ),
         "backbone": "none (MONAI UNet from scratch)" if spec.baseline else settings.backbone,
         "budget": {"iterations": settings.iterations, "minutes": settings.minutes},
+        "labelled_cases": {
+            "count": len(trained_on),
+            "seed": settings.subset_seed if settings.labelled_cases else None,
+            "cases": sorted(Path(case["image"]).name for case in trained_on),
+        },
         "training": training,
         "predict_seconds": round(predict_seconds, 1),
         "test_cases": len(evaluation["per_case"]),
@@ -503,6 +545,12 @@ def run_accuracy(method: str, dataset: str, output_dir: Path, settings: argparse
     return result
 
 
+def run_name(method: str, settings: argparse.Namespace) -> str:
+    """The run folder's name: ``<method>_<backbone>``, with ``_labelled<N>_seed<S>`` for a labelled subset."""
+    subset = f"_labelled{settings.labelled_cases}_seed{settings.subset_seed}" if settings.labelled_cases else ""
+    return f"{method}_{settings.backbone}{subset}"
+
+
 def _number(value: float) -> str:
     return "–" if math.isnan(value) else f"{value:.2f}"  # e.g. every structure missed: no finite HD95 to average
 
@@ -512,7 +560,14 @@ def write_summary(output_dir: Path) -> str:
     so that methods run by separate commands end in one table."""
     order = {name: i for i, name in enumerate(METHODS)}
     results = [json.loads(p.read_text()) for p in sorted(output_dir.glob("*/metrics.json"))]
-    results.sort(key=lambda r: (order.get(r["method"], len(order)), r["backbone"]))
+    results.sort(
+        key=lambda r: (
+            order.get(r["method"], len(order)),
+            r["backbone"],
+            r.get("labelled_cases", {}).get("count", 0),
+            r.get("labelled_cases", {}).get("seed") or 0,
+        )
+    )
     vessel = bool(results) and "auc" in results[0]["mean"]
     header = (
         "| method | backbone | trainable | iterations | train s | Dice | AUC | sensitivity | specificity |"
@@ -531,8 +586,10 @@ def write_summary(output_dir: Path) -> str:
                 f"{mean['mean_dice']:.4f} | {per_class} | {_number(mean['mean_hd95_mm'])} | "
                 f"{mean['cases_with_infinite_hd95']}"
             )
+        subset = r.get("labelled_cases", {})
+        name = r["method"] + (f" ({subset['count']} labelled, seed {subset['seed']})" if subset.get("seed") is not None else "")
         rows.append(
-            f"| {r['method']} | {r['backbone']} | {r['training']['trainable_parameters']:,} | "
+            f"| {name} | {r['backbone']} | {r['training']['trainable_parameters']:,} | "
             f"{r['training']['iterations']} | {r['training']['train_seconds']:.0f} | {scores} |"
         )
         for name, part in r.get("mean_by_dataset", {}).items():  # pooled cameras: one row each
@@ -614,6 +671,14 @@ def main(argv: list[str] | None = None) -> int:
         help="continue an interrupted run in the output folder from its newest training state (same arguments); "
         "without it an existing run folder is replaced",
     )
+    parser.add_argument(
+        "--labelled_cases",
+        type=int,
+        default=None,
+        help="train on this many of the training split's cases only (a seeded draw, --subset_seed); validation and "
+        "test stay whole",
+    )
+    parser.add_argument("--subset_seed", type=int, default=0, help="seed of the --labelled_cases draw (default 0)")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument(
         "--summary_only",
@@ -624,6 +689,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = parser.parse_args(argv)
     if settings.iterations < 1:
         parser.error("--iterations must be at least 1")
+    if settings.labelled_cases is not None and settings.labelled_cases < 1:
+        parser.error("--labelled_cases must be at least 1")
     settings.overrides = dict(settings.set)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stdout)
     output_dir = Path(settings.output_dir) / settings.dataset

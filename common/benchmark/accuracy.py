@@ -215,7 +215,7 @@ def labelled_subset(data_dir: Path, count: int, seed: int, output_dir: Path) -> 
     }
     training = splits["training"]
     if not 1 <= count <= len(training):
-        raise ValueError(f"--labelled_cases {count}: the training split has {len(training)} cases (1 to {len(training)})")
+        raise ValueError(f"--labelled_cases {count}: the training split has {len(training)} cases")
     order = np.random.default_rng(seed).permutation(len(training))
     splits["training"] = [training[i] for i in order[:count]]
     target = output_dir / f"data_labelled{count}_seed{seed}"
@@ -587,7 +587,8 @@ def write_summary(output_dir: Path) -> str:
                 f"{mean['cases_with_infinite_hd95']}"
             )
         subset = r.get("labelled_cases", {})
-        name = r["method"] + (f" ({subset['count']} labelled, seed {subset['seed']})" if subset.get("seed") is not None else "")
+        labelled = f" ({subset['count']} labelled, seed {subset['seed']})" if subset.get("seed") is not None else ""
+        name = r["method"] + labelled
         rows.append(
             f"| {name} | {r['backbone']} | {r['training']['trainable_parameters']:,} | "
             f"{r['training']['iterations']} | {r['training']['train_seconds']:.0f} | {scores} |"

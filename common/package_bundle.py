@@ -3,7 +3,8 @@
     python -m common.package_bundle --bundle bundles/sam2lora_fundus_segmentation --output_dir dist \\
         [--weights runs/sam2lora/models/model.pt]
 
-The zip holds one top folder ``<name>/`` with ``configs/``, ``docs/``, ``LICENSE``, ``large_files.yml`` and
+The zip holds one top folder ``<name>/`` with ``configs/``, ``docs/``, ``LICENSE``, ``large_files.yml`` (empty: the
+default configuration downloads nothing), ``paper_large_files.yml`` (the paper backbone's checkpoint) and
 ``models/`` (its README and the adapter-only ``model.pt``, never base checkpoints: those are fetched from their
 official URLs with ``python -m monai.bundle download_large_files``). It is byte-for-byte reproducible: sorted
 entries, fixed timestamps and permissions. Users install it with
@@ -41,7 +42,7 @@ def bundle_files(bundle: Path, weights: Path | None = None) -> dict[str, Path]:
         for path in sorted((bundle / folder).rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
                 files[path.relative_to(bundle).as_posix()] = path
-    for name in ("LICENSE", "large_files.yml", "models/README.md"):
+    for name in ("LICENSE", "large_files.yml", "paper_large_files.yml", "models/README.md"):
         if (bundle / name).is_file():
             files[name] = bundle / name
     weights = weights or (bundle / "models" / "model.pt")

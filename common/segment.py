@@ -68,6 +68,7 @@ def load_bundle_for_inference(
 
     from common.adapters import load_adapter_state_dict
     from common.backbones.checkpoint import CheckpointError, read_checkpoint
+    from common.backbones.official_checkpoints import PAPER_LARGE_FILES
     from common.cli import unknown_config_id
     from common.engines import untrained_settings
 
@@ -105,9 +106,9 @@ def load_bundle_for_inference(
                 f"the bundle's network cannot be built with these settings: {_root_cause(error)}"
             ) from error
         raise SegmentationError(
-            f"the bundle's network cannot be built: {cause}. Base weights: the bundle's large_files.yml says where "
-            f"to get them (python -m monai.bundle download_large_files --bundle_path {bundle}); --backbone picks "
-            "another backbone"
+            f"the bundle's network cannot be built: {cause}. The paper backbone's base weights: python -m "
+            f"monai.bundle download_large_files --bundle_path {bundle} --large_file_name {PAPER_LARGE_FILES} (other "
+            "official backbones: common/backbones/official_checkpoints.py); --backbone picks another backbone"
         ) from error
     try:
         load_adapter_state_dict(getattr(network, "module", network), read_checkpoint(weights))

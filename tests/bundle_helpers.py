@@ -62,17 +62,18 @@ SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "monai" / "meta_schema
 def check_bundle_files(bundle: Path, extra_configs: Sequence[str], backbone: str) -> None:
     """The model-zoo file set plus ``extra_configs`` and no ``scripts/``, metadata valid against MONAI's schema (when
     ``../shared`` has it) with its version in the changelog and this package among the required ones, and
-    ``large_files.yml`` naming the official checkpoint of ``backbone`` with its recorded sha256."""
+    an empty ``large_files.yml`` (the default configuration downloads nothing) and ``paper_large_files.yml`` naming
+    the official checkpoint of ``backbone`` with its recorded sha256."""
     import json
 
     import yaml
     from monai.bundle import verify_metadata
 
-    from common.backbones import OFFICIAL_CHECKPOINTS
+    from common.backbones import OFFICIAL_CHECKPOINTS, PAPER_LARGE_FILES
 
     for name in (*STANDARD_FILES, *extra_configs):
         assert (bundle / "configs" / name).is_file(), name
-    for name in ("LICENSE", "large_files.yml", "docs/README.md", "models/README.md"):
+    for name in ("LICENSE", "large_files.yml", "paper_large_files.yml", "docs/README.md", "models/README.md"):
         assert (bundle / name).is_file(), name
     assert not (bundle / "scripts").exists()  # configuration only: the code lives in the installed package
     meta_file = bundle / "configs" / "metadata.json"
@@ -81,7 +82,9 @@ def check_bundle_files(bundle: Path, extra_configs: Sequence[str], backbone: str
     meta = json.loads(meta_file.read_text())
     assert meta["version"] in meta["changelog"]
     assert "monai-sam-peft" in meta["required_packages_version"]
-    entries = {e["path"]: e for e in yaml.safe_load((bundle / "large_files.yml").read_text())["large_files"]}
+    # the default configuration downloads nothing; the paper backbone's checkpoint is listed apart, for its overlays
+    assert yaml.safe_load((bundle / "large_files.yml").read_text())["large_files"] == []
+    entries = {e["path"]: e for e in yaml.safe_load((bundle / PAPER_LARGE_FILES).read_text())["large_files"]}
     official = OFFICIAL_CHECKPOINTS[backbone]
     entry = entries[f"models/{official.filename}"]
     assert (entry["url"], entry["hash_val"], entry["hash_type"]) == (official.url, official.sha256, "sha256")

@@ -90,14 +90,19 @@ def test_package_is_reproducible_and_runs_after_download(tmp_path):
     installed = users / name
     assert (installed / "configs" / "inference.json").is_file() and (installed / "models" / "model.pt").is_file()
 
-    # base weights through large_files.yml (here a file:// URL to a test backbone's weights, with its sha256)
+    # the default configuration downloads nothing; the paper backbone's checkpoint comes with the documented command
+    # from paper_large_files.yml (here a file:// URL to a test backbone's weights, with its sha256)
+    assert yaml.safe_load((installed / "large_files.yml").read_text()) == {"large_files": []}
+    assert (installed / "paper_large_files.yml").is_file()
     base = tmp_path / "base_weights.pt"
     torch.manual_seed(0)
     torch.save(build_backbone(TEST_BACKBONES[name], checkpoint=None).state_dict(), base)
     digest = hashlib.sha256(base.read_bytes()).hexdigest()
     entry = {"path": "models/base_weights.pt", "url": base.as_uri(), "hash_val": digest, "hash_type": "sha256"}
-    (installed / "large_files.yml").write_text(yaml.safe_dump({"large_files": [entry]}))
-    result = _monai_bundle("download_large_files", "--bundle_path", str(installed))
+    (installed / "paper_large_files.yml").write_text(yaml.safe_dump({"large_files": [entry]}))
+    result = _monai_bundle(
+        "download_large_files", "--bundle_path", str(installed), "--large_file_name", "paper_large_files.yml"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (installed / "models" / "base_weights.pt").read_bytes() == base.read_bytes()
 

@@ -269,11 +269,17 @@ def test_missing_weights_are_one_line_naming_the_file_and_the_command(conv_lora_
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert last.startswith(f"error: {bundle / 'models' / 'model.pt'}: no trained adapter") and "train.json" in last
     shutil.copy(conv_lora_bundle / "models" / "model.pt", bundle / "models" / "model.pt")
-    done = _bundle_run(bundle, "--input", str(scan), "--output_dir", str(tmp_path / "out"), "--backbone", "sam_vit_b")
+    done = _bundle_run(bundle, "--input", str(scan), "--output_dir", str(tmp_path / "out"), "--backbone", "sam_vit_h")
     last = done.stderr.strip().splitlines()[-1]
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
-    assert "sam_vit_b_01ec64.pth: the backbone's base weights are missing" in last
-    assert f"python -m monai.bundle download_large_files --bundle_path {bundle}" in last
+    assert "sam_vit_h_4b8939.pth: the backbone's base weights are missing" in last
+    # the paper's backbone: the bundle's own download command; another official backbone: its URL and checksum
+    command = f"download_large_files --bundle_path {bundle} --large_file_name paper_large_files.yml"
+    assert command in last
+    done = _bundle_run(bundle, "--input", str(scan), "--output_dir", str(tmp_path / "out"), "--backbone", "sam_vit_b")
+    last = done.stderr.strip().splitlines()[-1]
+    assert "sam_vit_b_01ec64.pth: the backbone's base weights are missing" in last and "Traceback" not in done.stderr
+    assert "download https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth (sha256 ec2df627" in last
     assert not (tmp_path / "out").exists()  # nothing was written
     # from outside the bundle without --bundle_root, bundle_root "." is the working folder: the message says so
     done = _bundle_run(bundle, "--input", str(scan), "--output_dir", str(tmp_path / "out"), bundle_root=False)

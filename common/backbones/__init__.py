@@ -23,7 +23,13 @@ from .checkpoint import (
     sha256sum,
 )
 from .litemedsam import LITEMEDSAM_SHA256, build_litemedsam, packaged_litemedsam_checkpoint
-from .official_checkpoints import OFFICIAL_CHECKPOINTS, OfficialCheckpoint, large_files_entry
+from .official_checkpoints import (
+    OFFICIAL_CHECKPOINTS,
+    PAPER_LARGE_FILES,
+    OfficialCheckpoint,
+    download_hint,
+    large_files_entry,
+)
 from .spec import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec
 
 __all__ = [
@@ -37,6 +43,8 @@ __all__ = [
     "default_checkpoint",
     "get_backbone_spec",
     "large_files_entry",
+    "PAPER_LARGE_FILES",
+    "download_hint",
     "load_state_dict_strict",
     "read_checkpoint",
     "resize_position_embeddings",

@@ -7,9 +7,11 @@ by many independent projects (see ``shared/design/data.md``).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["OfficialCheckpoint", "OFFICIAL_CHECKPOINTS", "large_files_entry"]
+__all__ = ["OfficialCheckpoint", "OFFICIAL_CHECKPOINTS", "PAPER_LARGE_FILES", "download_hint", "large_files_entry"]
 
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 _SAM2_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
@@ -76,6 +78,27 @@ OFFICIAL_CHECKPOINTS: dict[str, OfficialCheckpoint] = {
         898_083_611,
     ),
 }
+
+
+#: the file in each bundle listing the paper backbone's checkpoint (``large_files.yml`` lists what the default
+#: configuration downloads: nothing, since LiteMedSAM's weights ship with the package)
+PAPER_LARGE_FILES = "paper_large_files.yml"
+
+
+def download_hint(checkpoint: str | os.PathLike, bundle_root: str | os.PathLike) -> str:
+    """How to get a missing official checkpoint: the bundle's download command when its ``paper_large_files.yml``
+    lists the file, else the file's official URL and sha256."""
+    name = Path(checkpoint).name
+    listed = Path(bundle_root) / PAPER_LARGE_FILES
+    if listed.is_file() and f'"models/{name}"' in listed.read_text():
+        return (
+            f"`python -m monai.bundle download_large_files --bundle_path {bundle_root} "
+            f"--large_file_name {PAPER_LARGE_FILES}`"
+        )
+    for official in OFFICIAL_CHECKPOINTS.values():
+        if official.filename == name:
+            return f"download {official.url} (sha256 {official.sha256}) to {checkpoint}"
+    return f"put the released file at {checkpoint}"
 
 
 def large_files_entry(backbone: str) -> dict[str, str]:

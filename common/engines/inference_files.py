@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from common.backbones.official_checkpoints import download_hint
+
 __all__ = ["refuse_untrained_settings", "require_inference_files", "require_inputs_and_output", "untrained_settings"]
 
 logger = logging.getLogger(__name__)
@@ -34,9 +36,9 @@ def require_inference_files(
     problems = []
     if backbone_checkpoint is not None and not Path(backbone_checkpoint).is_file():
         problems.append(
-            f"{backbone_checkpoint}: the backbone's base weights are missing; get them with `python -m monai.bundle "
-            f"download_large_files --bundle_path {bundle_root}` (large_files.yml), or choose another backbone "
-            "(--backbone litemedsam needs no download)"
+            f"{backbone_checkpoint}: the backbone's base weights are missing; get them with "
+            f"{download_hint(backbone_checkpoint, bundle_root)}, or choose another backbone (--backbone litemedsam "
+            "needs no download)"
         )
     if weights is not None and not Path(weights).is_file():
         problems.append(

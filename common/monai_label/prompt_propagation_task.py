@@ -24,7 +24,7 @@ class PromptPropagationInferTask(InferTask):
     """Segment one structure from clicks or a box on one slice of a volume (or on a 2D image), carried to the
     neighbouring slices in both directions (:func:`common.engines.prompt_propagation.propagate_from_prompts`).
 
-    Register it in a MONAI Label app's ``init_infers`` (see the README), e.g.
+    Register it in a MONAI Label app's ``init_infers`` (see docs/guide.md, "MONAI Label"), e.g.
     ``infers["sam2lora_prompts"] =
     PromptPropagationInferTask(os.path.join(self.model_dir, "sam2lora_fundus_segmentation"))``.
 

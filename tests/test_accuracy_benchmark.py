@@ -14,7 +14,7 @@ from PIL import Image
 
 from common.benchmark import accuracy
 from common.metrics import label_dice, vessel_metrics, volume_metrics
-from common.benchmark.resolution_ceiling import resolution_ceiling, truth_through_size
+from common.benchmark.experiments.resolution_ceiling import resolution_ceiling, truth_through_size
 from common.networks import ResizedInputNet
 
 DATA_ROOT = accuracy.DEFAULT_DATA_ROOT
@@ -42,7 +42,7 @@ def test_thin_lines_do_not_survive_a_small_input_size_and_large_shapes_do():
 
 @needs_data
 def test_resolution_ceiling_of_chase_db1(capsys):
-    from common.benchmark.resolution_ceiling import main
+    from common.benchmark.experiments.resolution_ceiling import main
 
     assert main(["--sizes", "256", "1024", "--data_root", str(DATA_ROOT)]) == 0
     rows = [

@@ -163,7 +163,7 @@ def test_litemedsam_on_real_hippocampus(shared_data, bundle_copy, tmp_path):
 
 @pytest.mark.slow
 def test_decoder_ablation_benchmark_runs_on_real_slices(shared_data, tmp_path):
-    from common.benchmark.balr_decoder_ablation import main
+    from common.benchmark.experiments.balr_decoder_ablation import main
 
     write_hippocampus_datalist(shared_data / "msd_hippocampus", tmp_path / "data")
     args = ["--dataset_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out"), "--num_volumes", "3"]

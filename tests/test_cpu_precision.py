@@ -169,7 +169,7 @@ def test_bundles_default_amp_is_the_capability_choice():
 
 def test_conv_lora_multiclass_matching_loss_under_bf16_autocast():
     """Conv-LoRA's multi-class loss reads the query logits the network kept (not its output): they must be float32
-    too, or the float32 loss meets bfloat16 matrices (found by common.benchmark.cpu_speed)."""
+    too, or the float32 loss meets bfloat16 matrices (found by common.benchmark.experiments.cpu_speed)."""
     from common.losses import MaskClassificationLoss
     from common.networks import ConvLoraSamNet
 

@@ -1,4 +1,4 @@
-"""Parts of ``python -m common.benchmark.cpu_speed`` that decide what its table says: the CPU peak arithmetic and the
+"""Parts of ``python -m common.benchmark.experiments.cpu_speed`` that decide what its table says: the CPU peak arithmetic and the
 "today" memory layout (the command itself runs on the real data and weights: docs/cpu_speed.md)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.benchmark import cpu_speed
+from common.benchmark.experiments import cpu_speed
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,7 @@ def test_accuracy_only_keeps_the_earlier_measurements_and_adds_the_pair(tmp_path
     kept = {k: v for k, v in report.items() if k not in ("accuracy", "earlier_accuracy")}
     assert kept == {k: v for k, v in earlier.items() if k not in ("accuracy", "earlier_accuracy")}
     assert report["earlier_accuracy"][0] == earlier["accuracy"]
-    assert report["accuracy"]["command"].startswith("python -m common.benchmark.cpu_speed --continue_from")
+    assert report["accuracy"]["command"].startswith("python -m common.benchmark.experiments.cpu_speed --continue_from")
     text = (tmp_path / "r.md").read_text()
     assert "BALR-SAM on the hippocampus, 7 iterations seeded 3 at 64²" in text
     assert "| bfloat16 on 2 threads | 0.400 |" in text and "| float32 on 1 thread (control) | 0.440 | 15 |" in text

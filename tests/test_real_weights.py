@@ -12,7 +12,7 @@ from common.backbones.litemedsam import LITEMEDSAM_SHA256
 from common.networks import SamSegmentationNet
 
 # Mid-axial slices of the first labelled MSD hippocampus cases (design doc reference: Dice ≈ 0.81 with a tight box).
-CASES = [1, 3, 4, 6]  # the first four labelled cases, as common.benchmark.cpu_speed.box_prompt_dice reads them
+CASES = [1, 3, 4, 6]  # the first four labelled cases, as common.benchmark.experiments.cpu_speed.box_prompt_dice reads them
 
 
 def test_packaged_litemedsam_checkpoint_is_the_released_file():
@@ -70,7 +70,7 @@ def test_litemedsam_at_256_is_the_released_encoder():
 def test_smaller_litemedsam_inputs_keep_the_released_weights_working(shared_data, size, floor):
     """The released weights, loaded strictly into LiteMedSAM built for a smaller input, still segment hippocampus
     slices with a tight box (docs/cpu_speed.md: the zero-shot Dice per size over 30 cases); random weights do not."""
-    from common.benchmark.cpu_speed import box_prompt_dice
+    from common.benchmark.experiments.cpu_speed import box_prompt_dice
 
     root = shared_data / "msd_hippocampus"
     net = SamSegmentationNet("litemedsam", image_size=size).eval()

@@ -136,7 +136,7 @@ def test_prompt_options_benchmark_runs_on_real_slices(shared_data, tmp_path):
 
     from bundle_helpers import write_hippocampus_datalist
 
-    from common.benchmark.s_sam_prompt_options import main
+    from common.benchmark.experiments.s_sam_prompt_options import main
 
     write_hippocampus_datalist(shared_data / "msd_hippocampus", tmp_path / "data")
     args = ["--dataset_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out")]

@@ -93,7 +93,7 @@ def build_litemedsam(image_size: int = 256) -> MedSAMLite:
     model = MedSAMLite(image_encoder=encoder, mask_decoder=mask_decoder, prompt_encoder=prompt_encoder)
     # channels-last convolution weights (the values are the same): oneDNN then runs the neck's 3×3 convolutions and
     # the decoder's transposed convolutions without layout conversions, 1.1-1.3× faster per training step on CPU in
-    # float32 and bfloat16 (measured in common.benchmark.cpu_speed)
+    # float32 and bfloat16 (measured in common.benchmark.experiments.cpu_speed)
     return model.to(memory_format=torch.channels_last)
 
 

@@ -1,11 +1,12 @@
 """Benchmark commands: measurements that are too slow or too hardware-dependent for the test suite.
 
-- ``python -m common.benchmark``: the efficiency table of the four methods against full fine-tuning and the frozen
-  base model (parameters, adapter file size, training-step time and peak memory, inference latency unmerged and
-  merged), see :mod:`common.benchmark.efficiency`.
-- ``python -m common.benchmark.slice_batching``: volume inference speed, batched slices versus one at a time.
-- ``python -m common.benchmark.s_sam_prompt_options``: what S-SAM's dense-prompt and image-PE options change, on
-  cached LiteMedSAM features of real MR slices (decoder side only).
-- ``python -m common.benchmark.balr_decoder_ablation``: BALR-SAM's low-rank tensor attention and boundary loss,
-  switched on and off, on the same kind of cached features.
+- ``python -m common.benchmark`` (``sam-peft-efficiency``): the efficiency table of the four methods against full
+  fine-tuning and the frozen base model, see :mod:`common.benchmark.efficiency`.
+- ``python -m common.benchmark.accuracy`` (``sam-peft-accuracy``): train a method on a real dataset under a budget
+  (optionally on a seeded subset of labelled cases) and test it, the same way for every method.
+- ``python -m common.benchmark.label_efficiency``: the table and figure of test Dice against labelled volumes.
+- ``python -m common.benchmark.cross_camera`` and ``python -m common.benchmark.whole_brain``: a shipped adapter on
+  another camera's fundus pictures, and on a whole-brain T1 against FreeSurfer.
+
+One-question experiments, whose answers are written in the docs, live apart in :mod:`common.benchmark.experiments`.
 """

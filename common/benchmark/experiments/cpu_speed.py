@@ -1,6 +1,6 @@
 """CPU speed of training and segmenting with the bundles on LiteMedSAM: today's path against the fast path.
 
-``python -m common.benchmark.cpu_speed`` measures, in one run and on one machine, side by side:
+``python -m common.benchmark.experiments.cpu_speed`` measures, in one run and on one machine, side by side:
 
 - training samples per second of each method's MSD hippocampus configuration and of SAM2LoRA's fundus
   (CHASE_DB1) configuration, each built from its bundle's own ``train.json`` + dataset configs: the path before
@@ -47,7 +47,7 @@ from common.engines.precision import PRECISION_ENV, cpu_flags, cpu_has_native_bf
 
 __all__ = ["PATHS", "cpu_peak_gflops", "main", "measure_training", "segment_volume_seconds"]
 
-logger = logging.getLogger("common.benchmark.cpu_speed")
+logger = logging.getLogger("common.benchmark.experiments.cpu_speed")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -489,7 +489,7 @@ def write_report(result: dict, output: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m common.benchmark.cpu_speed", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m common.benchmark.experiments.cpu_speed", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--data_root", default=str(DEFAULT_DATA_ROOT), help="folder holding chase_db1/ and msd_hippocampus/"
     )
@@ -545,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "hardware": f"{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "command": "python -m common.benchmark.cpu_speed " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m common.benchmark.experiments.cpu_speed " + " ".join(argv if argv is not None else sys.argv[1:]),
         "native_bf16": cpu_has_native_bf16(),
         "cpu": cpu_peak_gflops(),
         "training": [],

@@ -1,6 +1,6 @@
 """How well can a network that sees whole pictures at a given input size segment thin structures at all?
 
-    python -m common.benchmark.resolution_ceiling --sizes 256 512 1024
+    python -m common.benchmark.experiments.resolution_ceiling --sizes 256 512 1024
 
 The ground truth itself is taken through the input size the way a prediction is: shrunk so that its long side is
 the input size (area averaging: the best soft answer at that size), enlarged back bilinearly and thresholded at
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from common.benchmark.accuracy import DEFAULT_DATA_ROOT
 
     parser = argparse.ArgumentParser(
-        prog="python -m common.benchmark.resolution_ceiling", description=__doc__.split("\n")[0]
+        prog="python -m common.benchmark.experiments.resolution_ceiling", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024], help="input sizes (long side)")
     parser.add_argument("--data_root", default=str(DEFAULT_DATA_ROOT), help="folder holding chase_db1/")

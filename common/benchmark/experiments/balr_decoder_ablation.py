@@ -6,7 +6,7 @@ alone or plus the ramped MONAI ``BoundaryLoss`` (``common.losses.WithBoundaryLos
 same start, and reports per-class Dice on held-out slices of other volumes. The encoder-side parts (block adapters,
 CDEN) need the encoder in the loop and are compared by bundle runs instead (``--use_adapters`` / ``--use_cden``).
 
-    python -m common.benchmark.balr_decoder_ablation --dataset_dir /tmp/hippo --output_dir /tmp/balr_ablation
+    python -m common.benchmark.experiments.balr_decoder_ablation --dataset_dir /tmp/hippo --output_dir /tmp/balr_ablation
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _logits(net: BalrSamNet, embedding: torch.Tensor, size: tuple[int, int]) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m common.benchmark.balr_decoder_ablation", description=__doc__.split("\n")[0]
+        prog="python -m common.benchmark.experiments.balr_decoder_ablation", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--dataset_dir", required=True, help="folder with a hippocampus-style datalist.json")
     parser.add_argument("--output_dir", required=True, help="where results.json and results.md go")

@@ -11,7 +11,7 @@ options from the encoder adaptation; it runs on 2 CPU cores in about 10 minutes.
     python -m common.datasets.make_datalist --dataset_dir ../shared/data/msd_hippocampus --output_dir /tmp/hippo \\
         --val_fraction 0.008 --test_fraction 0.2 --seed 0 --skip_unlabelled \\
         --labels '{"1": "anterior hippocampus", "2": "posterior hippocampus"}'
-    python -m common.benchmark.s_sam_prompt_options --dataset_dir /tmp/hippo --output_dir /tmp/s_sam_options
+    python -m common.benchmark.experiments.s_sam_prompt_options --dataset_dir /tmp/hippo --output_dir /tmp/s_sam_options
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def train_decoder_side(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m common.benchmark.s_sam_prompt_options", description=__doc__.split("\n")[0]
+        prog="python -m common.benchmark.experiments.s_sam_prompt_options", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--dataset_dir", required=True, help="folder with a hippocampus-style datalist.json")
     parser.add_argument("--output_dir", required=True, help="where results.json and results.md go")

@@ -5,7 +5,7 @@ Runs the prompt-free network on one real volume (read and checked by ``read_scan
 slice at a time, then ``--batch_size`` slices per forward pass, same backbone, same slices, best of ``--repeats``.
 Also checks that both give the same logits.
 
-    python -m common.benchmark.slice_batching --volume ../shared/data/totalsegmentator_samples/example_ct_sm.nii.gz \
+    python -m common.benchmark.experiments.slice_batching --volume ../shared/data/totalsegmentator_samples/example_ct_sm.nii.gz \
         --intensity ct:abdomen --backbone sam_vit_test --output_dir /tmp/slice_batching
 """
 
@@ -42,7 +42,7 @@ def slices_per_second(network, volume: torch.Tensor, batch_size: int, spatial_ax
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m common.benchmark.slice_batching", description=__doc__.split("\n")[0]
+        prog="python -m common.benchmark.experiments.slice_batching", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--volume", required=True, help="a NIfTI / NRRD / DICOM-folder volume")
     parser.add_argument("--output_dir", required=True, help="where results.json and results.md go")

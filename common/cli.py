@@ -5,11 +5,58 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-__all__ = ["config_override", "errors_as_one_line", "refuse_unknown_arguments", "unknown_config_id"]
+__all__ = [
+    "BUNDLES_ENV",
+    "DATA_ENV",
+    "bundles_folder",
+    "config_override",
+    "data_root",
+    "errors_as_one_line",
+    "refuse_unknown_arguments",
+    "unknown_config_id",
+]
+
+#: where the commands find the bundles and the datasets when no option names them (a non-editable install has no
+#: checkout to look in)
+BUNDLES_ENV = "MONAI_SAM_PEFT_BUNDLES"
+DATA_ENV = "MONAI_SAM_PEFT_DATA"
+
+
+def bundles_folder(explicit: str | os.PathLike | None = None) -> Path:
+    """The folder holding the bundles: ``explicit`` (a command's ``--bundles``), else ``$MONAI_SAM_PEFT_BUNDLES``,
+    else ``bundles/`` in the working folder (the repository root, where the README's commands run).
+
+    Raises:
+        FileNotFoundError: one line saying which of them was tried and how to give it.
+    """
+    for value, source in ((explicit, "--bundles"), (os.environ.get(BUNDLES_ENV), BUNDLES_ENV)):
+        if value:
+            if not Path(value).is_dir():
+                raise FileNotFoundError(f"{source} {value}: no such folder (the folder holding the bundles)")
+            return Path(value)
+    here = Path.cwd() / "bundles"
+    if here.is_dir():
+        return here
+    raise FileNotFoundError(
+        f"no bundles folder: give --bundles <folder holding the bundles>, set {BUNDLES_ENV}, or run from the "
+        "repository root"
+    )
+
+
+def data_root(explicit: str | os.PathLike | None = None) -> Path:
+    """The folder holding the datasets (``chase_db1/``, ``msd_hippocampus/`` ...): ``explicit`` (``--data_root``),
+    else ``$MONAI_SAM_PEFT_DATA``, else ``../shared/data`` from the working folder (the layout of this project's
+    checkout). Whether the dataset a command needs is there is checked by the command, which names the option."""
+    for value in (explicit, os.environ.get(DATA_ENV)):
+        if value:
+            return Path(value)
+    return Path.cwd().parent / "shared" / "data"
 
 
 def config_override(item: str) -> tuple[str, object]:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from common.backbones.module_names import in_network
+from common.cli import bundles_folder
 from common.networks.sam2lora import SAM2LORA_TARGETS
 
 __all__ = ["run_quickstart", "main"]
@@ -40,8 +41,8 @@ logger = logging.getLogger("common.quickstart")
 
 #: the embedded real MR cases (MSD hippocampus, CC-BY-SA 4.0; common/samples/README.md)
 SAMPLES = Path(__file__).resolve().parent / "samples" / "hippocampus"
-#: the bundle whose shipped adapter segments them (bundles/ of the repository clone)
-DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "balr_sam_segmentation"
+#: the bundle whose shipped adapter segments them, in the bundles folder (common.cli.bundles_folder)
+DEFAULT_BUNDLE_NAME = "balr_sam_segmentation"
 
 # SAM2LoRA's placement on LiteMedSAM (image-encoder qkv + decoder attention projections), in the coordinates of the
 # prompt-free network, whose backbone sits under "sam.".
@@ -147,7 +148,7 @@ def _slice_pictures(cases: list[dict], folder: Path) -> list[dict]:
     return entries
 
 
-def segment_samples(output_dir: str | Path, bundle: str | Path = DEFAULT_BUNDLE) -> dict:
+def segment_samples(output_dir: str | Path, bundle: str | Path | None = None) -> dict:
     """Segment the embedded held-out volumes with ``bundle``'s shipped adapter (its default ``inference.json``, as
     ``python -m common.segment`` does) and score them; returns the part of ``metrics.json`` it wrote."""
     import shutil
@@ -158,6 +159,8 @@ def segment_samples(output_dir: str | Path, bundle: str | Path = DEFAULT_BUNDLE)
     from common.metrics import volume_metrics
     from common.data import load_datalist
     from common.segment import SegmentationError, segment_scans
+
+    bundle = bundle or bundles_folder() / DEFAULT_BUNDLE_NAME
 
     bundle = Path(bundle)
     if not (bundle / "models" / "model.pt").is_file():
@@ -322,11 +325,13 @@ def adapt_lora(
     }
 
 
-def segment_whole_brain(scan: str | Path, output_dir: str | Path, bundle: str | Path = DEFAULT_BUNDLE) -> dict:
+def segment_whole_brain(scan: str | Path, output_dir: str | Path, bundle: str | Path | None = None) -> dict:
     """Segment a whole-brain T1 with ``bundle``'s shipped adapter into ``output_dir/whole_brain`` (both hippocampi
     found by registration to the MNI152 template, as ``python -m common.segment`` does); returns its volumes report
     and the seconds it took."""
     from common.segment import SegmentationError, segment_scans
+
+    bundle = bundle or bundles_folder() / DEFAULT_BUNDLE_NAME
 
     out = Path(output_dir) / "whole_brain"
     started = time.time()
@@ -342,7 +347,7 @@ def segment_whole_brain(scan: str | Path, output_dir: str | Path, bundle: str | 
 
 def run_quickstart(
     output_dir: str | Path = "quickstart_output",
-    bundle: str | Path = DEFAULT_BUNDLE,
+    bundle: str | Path | None = None,
     adapt: bool = False,
     segment: bool = True,
     whole_brain: str | Path | None = None,
@@ -372,7 +377,12 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m common.quickstart", description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", default="quickstart_output", help="where everything is written")
-    parser.add_argument("--bundle", default=str(DEFAULT_BUNDLE), help="bundle whose shipped adapter segments")
+    parser.add_argument(
+        "--bundle",
+        default=None,
+        help=f"bundle whose shipped adapter segments (default: {DEFAULT_BUNDLE_NAME} in $MONAI_SAM_PEFT_BUNDLES, "
+        "else in bundles/ of the working folder)",
+    )
     parser.add_argument(
         "--whole_brain", metavar="SCAN", help="also segment both hippocampi of a whole-brain T1 (NIfTI, NRRD, DICOM)"
     )

@@ -17,7 +17,7 @@ from common.metrics import label_dice, vessel_metrics, volume_metrics
 from common.benchmark.experiments.resolution_ceiling import resolution_ceiling, truth_through_size
 from common.networks import ResizedInputNet
 
-DATA_ROOT = accuracy.DEFAULT_DATA_ROOT
+DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared beside the repository
 needs_data = pytest.mark.skipif(
     not (DATA_ROOT / "chase_db1").is_dir() or not (DATA_ROOT / "msd_hippocampus").is_dir(),
     reason=f"real datasets not found under {DATA_ROOT} (../shared beside the repository)",

@@ -143,3 +143,60 @@ def test_config_files_pass_the_model_zoo_formatting_hooks():
     for path in sorted((REPO_ROOT / "bundles").glob("*/configs/*.json")):
         text = path.read_text(encoding="utf-8")
         assert text.endswith("\n") and text.isascii(), path.relative_to(REPO_ROOT)
+
+
+#: network_def arguments that only training reads (a loss weight): an inference stack need not repeat them
+TRAINING_ONLY_NETWORK_ARGS = {"regularization_weight"}
+
+
+def _stack(name: str, files: list[str]):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(REPO_ROOT / "bundles" / name / "configs" / f) for f in files])
+    parser.update({"bundle_root": str(REPO_ROOT / "bundles" / name)})
+    return parser
+
+
+def _resolved(parser, config_id: str):
+    """The value of ``config_id`` with references and expressions resolved but nothing built."""
+    if config_id not in parser:
+        return None
+    value = parser.get_parsed_content(config_id, instantiate=False)
+    return value.get_config() if hasattr(value, "get_config") else value
+
+
+def _scan_scalings(config) -> list:
+    """The ``intensity`` of every ``ScaleScanIntensityd`` a (raw) config holds."""
+    found = []
+    if isinstance(config, dict):
+        if str(config.get("_target_", "")).endswith("ScaleScanIntensityd"):
+            found.append(config.get("intensity"))
+        for value in config.values():
+            found += _scan_scalings(value)
+    elif isinstance(config, list):
+        for value in config:
+            found += _scan_scalings(value)
+    return found
+
+
+def test_every_declared_training_stack_and_its_inference_stack_agree():
+    """For every dataset a bundle's metadata.json declares: the network (less training-only arguments), its input
+    size, the label names and the scan scaling are the same when trained and when served, parsed without building."""
+    scalings_checked = 0
+    for name in BUNDLES:
+        declared = _config(name, "metadata.json")["dataset_configs"]
+        for dataset, stacks in ((k, v) for k, v in declared.items() if k != "_desc_"):
+            train, infer = _stack(name, stacks["train"]), _stack(name, stacks["inference"])
+            where = (name, dataset)
+            trained_net, served_net = _resolved(train, "network_def"), _resolved(infer, "network_def")
+            assert {k: v for k, v in trained_net.items() if k not in TRAINING_ONLY_NETWORK_ARGS} == served_net, where
+            assert _resolved(train, "input_size") == _resolved(infer, "input_size"), where
+            trained_labels = _resolved(train, "label_names")
+            if trained_labels is not None:  # SAM2LoRA's vessel training names its groups, not its labels
+                assert trained_labels == _resolved(infer, "label_names"), where
+            scalings = set(map(str, _scan_scalings(train.config)))
+            if scalings:  # volumes scaled in training as inference scales them
+                assert scalings == {str(_resolved(infer, "intensity"))}, where
+                scalings_checked += 1
+    assert scalings_checked >= 3  # at least the three hippocampus defaults

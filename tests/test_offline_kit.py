@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from common.benchmark.accuracy import DEFAULT_DATA_ROOT
 from common.benchmark.offline_kit import build_kit, wheel_from_installed
 from common.text_encoders import PrecomputedTextEncoder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"  # ../shared beside the repository
 needs_chase = pytest.mark.skipif(
     not (DEFAULT_DATA_ROOT / "chase_db1").is_dir(),
     reason=f"CHASE_DB1 not found under {DEFAULT_DATA_ROOT} (../shared beside the repository)",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -15,7 +16,9 @@ from PIL import Image
 
 from common.adapters import LoraConfig, configure_trainable, inject_adapters, load_adapter_checkpoint
 from common.networks import SamSegmentationNet
-from common.quickstart import DEFAULT_BUNDLE, EXTRA_TRAINABLE, LORA_TARGETS, SAMPLES, main, run_quickstart
+from common.quickstart import DEFAULT_BUNDLE_NAME, EXTRA_TRAINABLE, LORA_TARGETS, SAMPLES, main, run_quickstart
+
+DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / DEFAULT_BUNDLE_NAME
 
 
 def test_the_embedded_samples_are_real_held_out_mr_with_their_licence():

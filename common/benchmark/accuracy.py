@@ -37,14 +37,13 @@ import torch
 from common.backbones import BACKBONES
 from common.metrics import vessel_metrics, volume_metrics
 from common.benchmark.pictures import save_learning_curve, truth_overlay
-from common.cli import config_override
+from common.cli import bundles_folder, config_override
+from common.cli import data_root as find_data_root
 
 __all__ = ["DATASETS", "METHODS", "dataset_configs", "run_accuracy", "main"]
 
 logger = logging.getLogger("common.benchmark.accuracy")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
 
 HIPPOCAMPUS_LABELS = {"1": "anterior hippocampus", "2": "posterior hippocampus"}
 VESSEL_LABELS = {"1": "retinal vessel"}
@@ -124,15 +123,20 @@ METHODS = {
 }
 
 
-def dataset_configs(method: str, dataset: str) -> tuple[list[str], list[str]]:
-    """The training and the inference config files (in ``configs/``, in the order they are read) that the bundle of
-    ``method`` declares for ``dataset`` in its ``metadata.json`` (``dataset_configs``)."""
-    bundle = METHODS[method].bundle
-    declared = json.loads((REPO_ROOT / "bundles" / bundle / "configs" / "metadata.json").read_text())
+def declared_configs(bundle_dir: Path, dataset: str) -> tuple[list[str], list[str]]:
+    """The training and the inference config files (in ``configs/``, in the order they are read) that the bundle in
+    ``bundle_dir`` declares for ``dataset`` in its ``metadata.json`` (``dataset_configs``)."""
+    declared = json.loads((bundle_dir / "configs" / "metadata.json").read_text())
     entry = declared.get("dataset_configs", {}).get(dataset)
     if entry is None:
-        raise ValueError(f"{bundle}/configs/metadata.json declares no dataset_configs for {dataset!r}")
+        raise ValueError(f"{bundle_dir.name}/configs/metadata.json declares no dataset_configs for {dataset!r}")
     return list(entry["train"]), list(entry["inference"])
+
+
+def dataset_configs(method: str, dataset: str, bundles: str | Path | None = None) -> tuple[list[str], list[str]]:
+    """:func:`declared_configs` of ``method``'s bundle in the bundles folder (``bundles``, else
+    :func:`common.cli.bundles_folder`'s default)."""
+    return declared_configs(bundles_folder(bundles) / METHODS[method].bundle, dataset)
 
 
 def baseline_network(image_channels: int) -> dict:
@@ -251,12 +255,12 @@ def _native(dataset: str, settings: argparse.Namespace) -> bool:
     return DATASETS[dataset].native_resolution and not settings.whole_pictures
 
 
-def _input_overlay(method: str, dataset: str, settings: argparse.Namespace) -> list[str]:
+def _input_overlay(bundle_dir: Path, dataset: str, settings: argparse.Namespace) -> list[str]:
     """The overlay that sets how large pictures reach the network: ``native_patches.json`` (native-resolution crops),
     or for ``--whole_pictures`` the bundle's ``whole_pictures.json`` where its default trains on crops (SAM2LoRA)."""
     if _native(dataset, settings):
         return ["native_patches.json"]
-    whole = REPO_ROOT / "bundles" / METHODS[method].bundle / "configs" / "whole_pictures.json"
+    whole = bundle_dir / "configs" / "whole_pictures.json"
     return [whole.name] if DATASETS[dataset].native_resolution and whole.is_file() else []
 
 
@@ -295,7 +299,7 @@ def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: ar
         )
     if spec.baseline:
         overrides.update({"loss#iou_weight": 0.0, "loss#iou_source": None, "learning_rate": 1e-3})
-    configs = [*dataset_configs(method, dataset)[0], *_input_overlay(method, dataset, settings)]
+    configs = [*declared_configs(bundle_dir, dataset)[0], *_input_overlay(bundle_dir, dataset, settings)]
     parser = _read_configs(bundle_dir, configs, overrides)
     parser.get_parsed_content("initialize")
     trainer = parser.get_parsed_content("train#trainer")
@@ -374,7 +378,7 @@ def predict(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: 
         overrides["window_size"] = "$@network.input_size"  # the crop size native_patches.json trained on
     elif DATASETS[dataset].native_resolution:
         overrides["window_size"] = None  # whole pictures, resized by the network as in training
-    parser = _read_configs(bundle_dir, dataset_configs(method, dataset)[1], overrides)
+    parser = _read_configs(bundle_dir, declared_configs(bundle_dir, dataset)[1], overrides)
     started = time.perf_counter()
     parser.get_parsed_content("initialize")
     parser.get_parsed_content("evaluator").run()
@@ -485,7 +489,7 @@ def run_accuracy(method: str, dataset: str, output_dir: Path, settings: argparse
             data_dir = labelled_subset(data_dir, settings.labelled_cases, settings.subset_seed, output_dir)
         if not resuming:
             shutil.copytree(
-                REPO_ROOT / "bundles" / spec.bundle,
+                bundles_folder(settings.bundles) / spec.bundle,
                 run_dir / "bundle",
                 ignore=shutil.ignore_patterns("*.pt", "*.pth", "eval"),
             )
@@ -650,7 +654,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overlays", type=int, default=4, help="overlay pictures of the first N test cases")
     parser.add_argument("--device", default=None, help="torch device (default: the bundles' choice, cuda:0 if present)")
     parser.add_argument(
-        "--data_root", default=str(DEFAULT_DATA_ROOT), help="folder holding chase_db1/ and msd_hippocampus/"
+        "--data_root",
+        default=None,
+        help="folder holding chase_db1/, hrf_av/ and msd_hippocampus/ (default: $MONAI_SAM_PEFT_DATA, else "
+        "../shared/data from the working folder)",
+    )
+    parser.add_argument(
+        "--bundles",
+        default=None,
+        help="folder holding the bundles (default: $MONAI_SAM_PEFT_BUNDLES, else bundles/ in the working folder)",
     )
     parser.add_argument(
         "--set",
@@ -701,7 +713,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(write_summary(output_dir))
         return 0
-    try:  # every method would fail on a missing dataset: say it once, before anything is written
+    try:  # every method would fail on a missing dataset or bundles folder: say it once, before anything is written
+        settings.data_root = str(find_data_root(settings.data_root))
+        settings.bundles = str(bundles_folder(settings.bundles))
         dataset_source(settings.dataset, Path(settings.data_root))
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)

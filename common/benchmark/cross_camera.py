@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from common.cli import config_override
+from common.cli import config_override, data_root
 
 __all__ = ["CAMERAS", "camera_cases", "score_bundle", "main"]
 
@@ -33,7 +33,6 @@ CAMERAS = {
     "hrf_av": ("hrf_av", "hrf_av", "Canon CR-1, 3504×2336, 45° field"),
 }
 
-DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def camera_cases(dataset: str, data_root: Path, split: str) -> list[dict]:
@@ -119,12 +118,16 @@ def main(argv: list[str] | None = None) -> int:
         "--cases", nargs="+", default=None, metavar="NAME", help="only these pictures of the split (e.g. validation ones)"
     )
     parser.add_argument("--weights", type=Path, default=None, help="adapter checkpoint (default: the bundle's)")
-    parser.add_argument("--data_root", type=Path, default=DEFAULT_DATA_ROOT)
+    parser.add_argument(
+        "--data_root", type=Path, default=None, help="folder holding the fundus sets (default: $MONAI_SAM_PEFT_DATA, "
+        "else ../shared/data)"
+    )
     parser.add_argument("--set", action="append", default=[], type=config_override, metavar="ID=VALUE")
     parser.add_argument("--label", default=None, help="name of this configuration in the report")
     parser.add_argument("--output_dir", required=True, type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    args.data_root = data_root(args.data_root)
     if not (args.data_root / CAMERAS[args.dataset][0]).is_dir():
         print(f"error: {args.data_root / CAMERAS[args.dataset][0]} not found: give --data_root", file=sys.stderr)
         return 1

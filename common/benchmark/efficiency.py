@@ -31,11 +31,10 @@ from pathlib import Path
 
 import torch
 
-from common.cli import config_override
+from common.cli import bundles_folder, config_override
 
 __all__ = ["METHODS", "PAPER_CLAIMS", "main", "measure"]
 
-REPO_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 #: method name → bundle folder
 METHODS = {
     "sam2lora": "sam2lora_fundus_segmentation",
@@ -61,7 +60,9 @@ def cpu_model() -> str:
     return cpu_info().get("model name") or platform.processor() or platform.machine()
 
 
-def build(kind: str, backbone: str, image_size: int | None, overrides: dict | None = None) -> torch.nn.Module:
+def build(
+    kind: str, backbone: str, image_size: int | None, overrides: dict | None = None, bundles: str | None = None
+) -> torch.nn.Module:
     """``base`` / ``full``: the prompt-free SAM network; a method name: its bundle's network, random weights, with
     ``overrides`` of its ``train.json`` values (e.g. a precomputed text encoder for S-SAM)."""
     from monai.bundle import ConfigParser
@@ -75,12 +76,13 @@ def build(kind: str, backbone: str, image_size: int | None, overrides: dict | No
         for param in network.parameters():
             param.requires_grad_(kind == "full")
         return network
-    configs = REPO_BUNDLES / METHODS[kind] / "configs"
+    bundle = bundles_folder(bundles) / METHODS[kind]
+    configs = bundle / "configs"
     parser = ConfigParser()
     # the paper's setting where a bundle's default is another (the shipped hippocampus adapters of BALR-SAM,
     # S-SAM and Conv-LoRA)
     parser.read_config([str(f) for f in (configs / "train.json", configs / "paper.json") if f.is_file()])
-    parser.update({"backbone": backbone, "backbone_checkpoint": None, "bundle_root": str(REPO_BUNDLES / METHODS[kind])})
+    parser.update({"backbone": backbone, "backbone_checkpoint": None, "bundle_root": str(bundle)})
     parser.update(overrides or {})
     parser["network_def"]["image_size"] = size if size is not None else get_backbone_spec(backbone).input_size
     return parser.get_parsed_content("network_def")
@@ -101,7 +103,14 @@ def _median_seconds(function, repeats: int, device: torch.device) -> float:
 
 
 def measure(
-    kind: str, backbone: str, image_size: int, batch_size: int, repeats: int, device: str, overrides: dict | None = None
+    kind: str,
+    backbone: str,
+    image_size: int,
+    batch_size: int,
+    repeats: int,
+    device: str,
+    overrides: dict | None = None,
+    bundles: str | None = None,
 ) -> dict:
     """One row's numbers for ``kind`` (``base``, ``full`` or a method) — call in a fresh process (peak memory)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -119,7 +128,7 @@ def measure(
     torch.manual_seed(0)
     device_t = torch.device(device)
     dtype = torch.bfloat16 if device_t.type == "cuda" else torch.float32
-    network = build(kind, backbone, image_size, overrides).to(device_t)
+    network = build(kind, backbone, image_size, overrides, bundles).to(device_t)
     size = network.input_size
     image = torch.rand(batch_size, 3, size, size, device=device_t)
     result: dict = {"kind": kind, "backbone": backbone, "input_size": size, "batch_size": batch_size}
@@ -249,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="ID=VALUE",
         help="a train.json value for every method's network, e.g. text_encoder=precomputed",
     )
+    parser.add_argument(
+        "--bundles",
+        default=None,
+        help="folder holding the bundles (default: $MONAI_SAM_PEFT_BUNDLES, else bundles/ in the working folder)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -261,13 +275,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.output_dir:
         parser.error("--output_dir is required")
     overrides = dict(args.set)
+    try:
+        bundles = str(bundles_folder(args.bundles).resolve())
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
     started = time.time()
     rows = []
     for backbone in args.backbones:
         for kind in ["base", "full", *args.methods]:
             job = dict(kind=kind, backbone=backbone, image_size=args.image_size, batch_size=args.batch_size,
-                       repeats=args.repeats, device=args.device)  # fmt: skip
+                       repeats=args.repeats, device=args.device, bundles=bundles)  # fmt: skip
             if args.threads:
                 job["threads"] = args.threads
             if overrides:

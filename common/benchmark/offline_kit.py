@@ -115,10 +115,11 @@ def wheel_from_installed(name: str, output_dir: Path) -> Path:
 def _label_names() -> list[str]:
     """Every name S-SAM may be asked to embed in a benchmark: the benchmark datasets' labels and the default
     ``label_names`` of every bundle's ``train.json`` (the efficiency benchmark builds those networks)."""
-    from common.benchmark.accuracy import DATASETS, REPO_ROOT
+    from common.benchmark.accuracy import DATASETS
+    from common.cli import bundles_folder
 
     names = {label for spec in DATASETS.values() for label in spec.label_names.values()}
-    for config in sorted((REPO_ROOT / "bundles").glob("*/configs/train.json")):
+    for config in sorted(bundles_folder().glob("*/configs/train.json")):
         labels = json.loads(config.read_text()).get("label_names")
         if isinstance(labels, dict):
             names.update(labels.values())
@@ -155,16 +156,21 @@ def build_kit(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from common.benchmark.accuracy import DATASETS, DEFAULT_DATA_ROOT
+    from common.benchmark.accuracy import DATASETS
+    from common.cli import data_root
 
     parser = argparse.ArgumentParser(prog="python -m common.benchmark.offline_kit", description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", required=True, choices=sorted(DATASETS))
     parser.add_argument("--output", default=".offline_kit", help="kit folder (replaced; default .offline_kit)")
-    parser.add_argument("--data_root", default=str(DEFAULT_DATA_ROOT), help="folder holding the dataset folders")
+    parser.add_argument(
+        "--data_root",
+        default=None,
+        help="folder holding the dataset folders (default: $MONAI_SAM_PEFT_DATA, else ../shared/data)",
+    )
     parser.add_argument("--packages", nargs="+", default=list(PACKAGES), help="distributions to pack as wheels")
     settings = parser.parse_args(argv)
     try:
-        sizes = build_kit(settings.datasets, Path(settings.output), Path(settings.data_root), settings.packages)
+        sizes = build_kit(settings.datasets, Path(settings.output), data_root(settings.data_root), settings.packages)
     except (FileNotFoundError, ValueError, importlib.metadata.PackageNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -35,21 +35,19 @@ import torch
 
 from common.benchmark.accuracy import (
     DATASETS,
-    DEFAULT_DATA_ROOT,
     METHODS,
     _read_configs,
     dataset_configs,
     prepare_dataset,
 )
-from common.metrics import label_dice
 from common.benchmark.efficiency import cpu_model
+from common.cli import bundles_folder, data_root
+from common.metrics import label_dice
 from common.engines.precision import PRECISION_ENV, cpu_flags, cpu_has_native_bf16, cpu_info
 
 __all__ = ["PATHS", "cpu_peak_gflops", "main", "measure_training", "segment_volume_seconds"]
 
 logger = logging.getLogger("common.benchmark.experiments.cpu_speed")
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 #: the two paths compared: what the bundles did before the CPU work (plus LiteMedSAM's convolution weights in the
 #: default memory layout, see :func:`released_memory_layout`), and what they do by default now
@@ -115,7 +113,7 @@ def _trainer(method: str, dataset: str, data_dir: Path, work: Path, overrides: d
         "label_names": DATASETS[dataset].label_names,
         **overrides,
     }
-    parser = _read_configs(REPO_ROOT / "bundles" / spec.bundle, dataset_configs(method, dataset)[0], settings)
+    parser = _read_configs(bundles_folder() / spec.bundle, dataset_configs(method, dataset)[0], settings)
     parser.get_parsed_content("initialize")
     return parser
 
@@ -227,7 +225,7 @@ def segment_volume_seconds(volume: Path, overrides: dict, repeats: int = 2) -> d
     from common.adapters import save_adapter_checkpoint
     from common.segment import segment_scans
 
-    bundle = REPO_ROOT / "bundles" / METHODS["sam2lora"].bundle
+    bundle = bundles_folder() / METHODS["sam2lora"].bundle
     configs = ["hippocampus_inference.json"]
     times = []
     with tempfile.TemporaryDirectory() as work:
@@ -313,7 +311,7 @@ def _accuracy_pair(data_dir: Path, method: str, iterations: int, size: int, max_
         torch.set_num_threads(run_threads or threads)
         try:
             with tempfile.TemporaryDirectory() as work:
-                shutil.copytree(REPO_ROOT / "bundles" / METHODS[method].bundle, Path(work) / "bundle",
+                shutil.copytree(bundles_folder() / METHODS[method].bundle, Path(work) / "bundle",
                                 ignore=shutil.ignore_patterns("*.pt", "*.pth", "eval"))  # fmt: skip
                 run = train(method, "msd_hippocampus", Path(work), data_dir, settings)
         finally:
@@ -489,9 +487,13 @@ def write_report(result: dict, output: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m common.benchmark.experiments.cpu_speed", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m common.benchmark.experiments.cpu_speed", description=__doc__.split("\n")[0]
+    )
     parser.add_argument(
-        "--data_root", default=str(DEFAULT_DATA_ROOT), help="folder holding chase_db1/ and msd_hippocampus/"
+        "--data_root",
+        default=None,
+        help="folder holding chase_db1/ and msd_hippocampus/ (default: $MONAI_SAM_PEFT_DATA, else ../shared/data)",
     )
     parser.add_argument("--iterations", type=int, default=3, help="timed training iterations per row (after 1 warm-up)")
     parser.add_argument("--rows", nargs="+", default=None, help="only these training rows (by method:dataset)")
@@ -533,7 +535,9 @@ def main(argv: list[str] | None = None) -> int:
         help="the .partial.json of a stopped run: keep its zero-shot and training rows, measure the rest (the report "
         "says which rows came from which run)",
     )
-    parser.add_argument("--output", default=str(REPO_ROOT / "docs" / "cpu_speed"), help="report path without suffix")
+    parser.add_argument(
+        "--output", default="docs/cpu_speed", help="report path without suffix (default docs/cpu_speed)"
+    )
     settings = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stdout)
     if os.environ.get(PRECISION_ENV):
@@ -541,11 +545,12 @@ def main(argv: list[str] | None = None) -> int:
     if settings.accuracy_only and not (settings.continue_from and settings.accuracy_iterations):
         parser.error("--accuracy_only needs --continue_from (the run to keep) and --accuracy_iterations")
     work = Path(settings.work_dir or tempfile.mkdtemp(prefix="cpu_speed-"))
-    data = {name: prepare_dataset(name, Path(settings.data_root), work / name) for name in DATASETS}
+    data = {name: prepare_dataset(name, data_root(settings.data_root), work / name) for name in DATASETS}
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "hardware": f"{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "command": "python -m common.benchmark.experiments.cpu_speed " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m common.benchmark.experiments.cpu_speed "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
         "native_bf16": cpu_has_native_bf16(),
         "cpu": cpu_peak_gflops(),
         "training": [],
@@ -561,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
             "earlier": earlier.get("continued_from"),
         }
     else:
-        result["zero_shot"] = zero_shot_box_dice(Path(settings.data_root) / "msd_hippocampus", (256, 192, 128))
+        result["zero_shot"] = zero_shot_box_dice(data_root(settings.data_root) / "msd_hippocampus", (256, 192, 128))
     if settings.accuracy_only:
         return _accuracy_only(result, earlier, data["msd_hippocampus"], settings)
     _flush(result, settings)

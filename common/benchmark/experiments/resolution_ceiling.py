@@ -70,16 +70,16 @@ def _chase_db1_test_split(data_root: Path) -> tuple[list[np.ndarray], list[np.nd
 
 
 def main(argv: list[str] | None = None) -> int:
-    from common.benchmark.accuracy import DEFAULT_DATA_ROOT
+    from common.cli import data_root
 
     parser = argparse.ArgumentParser(
         prog="python -m common.benchmark.experiments.resolution_ceiling", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024], help="input sizes (long side)")
-    parser.add_argument("--data_root", default=str(DEFAULT_DATA_ROOT), help="folder holding chase_db1/")
+    parser.add_argument("--data_root", default=None, help="folder holding chase_db1/ (default: ../shared/data)")
     settings = parser.parse_args(argv)
     try:
-        truths, fovs = _chase_db1_test_split(Path(settings.data_root))
+        truths, fovs = _chase_db1_test_split(data_root(settings.data_root))
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

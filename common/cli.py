@@ -28,9 +28,14 @@ BUNDLES_ENV = "MONAI_SAM_PEFT_BUNDLES"
 DATA_ENV = "MONAI_SAM_PEFT_DATA"
 
 
-def bundles_folder(explicit: str | os.PathLike | None = None) -> Path:
+def bundles_folder(
+    explicit: str | os.PathLike | None = None, option: str = "--bundles <folder holding the bundles>"
+) -> Path:
     """The folder holding the bundles: ``explicit`` (a command's ``--bundles``), else ``$MONAI_SAM_PEFT_BUNDLES``,
     else ``bundles/`` in the working folder (the repository root, where the README's commands run).
+
+    Args:
+        option: how the calling command lets a user name it, for the error line.
 
     Raises:
         FileNotFoundError: one line saying which of them was tried and how to give it.
@@ -44,7 +49,7 @@ def bundles_folder(explicit: str | os.PathLike | None = None) -> Path:
     if here.is_dir():
         return here
     raise FileNotFoundError(
-        f"no bundles folder: give --bundles <folder holding the bundles>, set {BUNDLES_ENV}, or run from the "
+        f"no bundles folder: give {option}, set {BUNDLES_ENV} (the folder holding the bundles), or run from the "
         "repository root"
     )
 

@@ -160,7 +160,7 @@ def segment_samples(output_dir: str | Path, bundle: str | Path | None = None) ->
     from common.data import load_datalist
     from common.segment import SegmentationError, segment_scans
 
-    bundle = bundle or bundles_folder() / DEFAULT_BUNDLE_NAME
+    bundle = bundle or bundles_folder(option="--bundle <bundle folder>") / DEFAULT_BUNDLE_NAME
 
     bundle = Path(bundle)
     if not (bundle / "models" / "model.pt").is_file():
@@ -331,7 +331,7 @@ def segment_whole_brain(scan: str | Path, output_dir: str | Path, bundle: str | 
     and the seconds it took."""
     from common.segment import SegmentationError, segment_scans
 
-    bundle = bundle or bundles_folder() / DEFAULT_BUNDLE_NAME
+    bundle = bundle or bundles_folder(option="--bundle <bundle folder>") / DEFAULT_BUNDLE_NAME
 
     out = Path(output_dir) / "whole_brain"
     started = time.time()

@@ -725,7 +725,9 @@ def main(argv: list[str] | None = None) -> int:
     for method in settings.methods:
         try:
             results.append(run_accuracy(method, settings.dataset, output_dir, settings))
-        except Exception:  # one failing method must not lose the others' results (the error is logged)
+        except Exception as error:  # one failing method must not lose the others' results
+            # said on stderr too: a bundle's logging.conf (read by its configs) may have silenced this module's logger
+            print(f"error: {method}: {type(error).__name__}: {error}", file=sys.stderr)
             failed.append(method)
     if results:
         print(write_summary(output_dir))

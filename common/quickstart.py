@@ -207,6 +207,58 @@ def segment_samples(output_dir: str | Path, bundle: str | Path | None = None) ->
     }
 
 
+def _train_prompt_free(
+    network: torch.nn.Module, loader, iterations: int, learning_rate: float, device: torch.device
+) -> tuple[int, list[float], float]:
+    """Train ``network``'s trainable parameters for ``iterations`` batches of ``loader`` with MONAI's
+    ``SupervisedTrainer`` and the composite loss; returns the iterations run, each one's loss and the seconds."""
+    from monai.handlers import StatsHandler, from_engine
+
+    from common.engines import SupervisedTrainer, choose_amp
+    from common.losses import CompositeSegmentationLoss
+
+    trainer = SupervisedTrainer(
+        device=device,
+        max_epochs=math.ceil(iterations / len(loader)),
+        train_data_loader=loader,
+        network=network,
+        optimizer=torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=learning_rate),
+        loss_function=CompositeSegmentationLoss(),
+        epoch_length=None,
+        train_handlers=[StatsHandler(tag_name="train_loss", output_transform=from_engine(["loss"], first=True))],
+        amp=choose_amp(device),  # the CPU fast path: bfloat16 where this CPU computes it natively
+    )
+    losses: list[float] = []
+
+    def _record_and_stop(engine) -> None:
+        losses.append(float(engine.state.output[0]["loss"]))
+        if engine.state.iteration >= iterations:  # the budget is in iterations, not whole epochs
+            engine.terminate()
+
+    trainer.add_event_handler("ITERATION_COMPLETED", _record_and_stop)
+    started = time.time()
+    trainer.run()
+    return trainer.state.iteration, losses, time.time() - started
+
+
+def _write_adaptation_pictures(
+    out: Path, test_files: list[dict], images, labels, zero_shot, adapted, dice_before, dice_after
+) -> None:
+    """``out/segmentations/<slice>.png`` (the adapted masks) and ``out/overlay.png``: one row per held-out volume,
+    its slice with the most hippocampus, zero-shot and adapted."""
+    from PIL import Image
+
+    seg_dir = out / "segmentations"
+    seg_dir.mkdir(exist_ok=True)
+    for item, pred in zip(test_files, adapted):
+        Image.fromarray((pred > 0).astype(np.uint8) * 255).save(seg_dir / Path(item["image"]).name)
+    rows = [max((i for i, f in enumerate(test_files) if f["case"] == case), key=lambda i: labels[i].sum())
+            for case in dict.fromkeys(f["case"] for f in test_files)]  # fmt: skip
+    pick = lambda values: [values[i] for i in rows]  # noqa: E731
+    _save_overlay_grid(out / "overlay.png", *map(pick, (images, labels, zero_shot, adapted, dice_before,
+                                                          dice_after)))  # fmt: skip
+
+
 def adapt_lora(
     output_dir: str | Path,
     backbone: str = "litemedsam",
@@ -222,15 +274,11 @@ def adapt_lora(
     """LoRA on slices of the embedded training volumes, Dice on the held-out volumes' slices before and after;
     writes ``output_dir`` (``overlay.png``, ``segmentations/``, ``adapter.pt``) and returns its metrics."""
     from monai.data import DataLoader, Dataset
-    from monai.handlers import StatsHandler, from_engine
     from monai.utils import set_determinism
-    from PIL import Image
 
     from common.adapters import LoraConfig, configure_trainable, inject_adapters, save_adapter_checkpoint
     from common.backbones import default_checkpoint, get_backbone_spec, sha256sum
     from common.data import load_datalist
-    from common.engines import SupervisedTrainer, choose_amp
-    from common.losses import CompositeSegmentationLoss
     from common.networks import SamSegmentationNet
 
     out = Path(output_dir)
@@ -258,44 +306,14 @@ def adapt_lora(
     report = configure_trainable(network, EXTRA_TRAINABLE)
     logger.info("LoRA rank %d on %d layers; %s", rank, len(adapted), report)
 
-    epochs = math.ceil(iterations / len(train_loader))
-    trainer = SupervisedTrainer(
-        device=torch_device,
-        max_epochs=epochs,
-        train_data_loader=train_loader,
-        network=network,
-        optimizer=torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=learning_rate),
-        loss_function=CompositeSegmentationLoss(),
-        epoch_length=None,
-        train_handlers=[StatsHandler(tag_name="train_loss", output_transform=from_engine(["loss"], first=True))],
-        amp=choose_amp(torch_device),  # the CPU fast path: bfloat16 where this CPU computes it natively
+    iterations_done, losses, train_seconds = _train_prompt_free(
+        network, train_loader, iterations, learning_rate, torch_device
     )
-    losses: list[float] = []
-
-    def _record_and_stop(engine) -> None:
-        losses.append(float(engine.state.output[0]["loss"]))
-        if engine.state.iteration >= iterations:  # the budget is in iterations, not whole epochs
-            engine.terminate()
-
-    trainer.add_event_handler("ITERATION_COMPLETED", _record_and_stop)
-    train_start = time.time()
-    trainer.run()
-    train_seconds = time.time() - train_start
-
     _, _, adapted_pred, dice_after = _predict(network, test_loader, torch_device)
     logger.info(
         "adapted mean Dice on the held-out slices: %.3f (zero-shot %.3f)", np.mean(dice_after), np.mean(dice_before)
     )
-    seg_dir = out / "segmentations"
-    seg_dir.mkdir(exist_ok=True)
-    for item, pred in zip(test_files, adapted_pred):
-        Image.fromarray((pred > 0).astype(np.uint8) * 255).save(seg_dir / Path(item["image"]).name)
-    # one row per held-out volume: its slice with the most hippocampus
-    rows = [max((i for i, f in enumerate(test_files) if f["case"] == case), key=lambda i: labels[i].sum())
-            for case in dict.fromkeys(f["case"] for f in test_files)]  # fmt: skip
-    pick = lambda values: [values[i] for i in rows]  # noqa: E731
-    _save_overlay_grid(out / "overlay.png", *map(pick, (images, labels, zero_shot, adapted_pred, dice_before,
-                                                          dice_after)))  # fmt: skip
+    _write_adaptation_pictures(out, test_files, images, labels, zero_shot, adapted_pred, dice_before, dice_after)
     adapter_path = save_adapter_checkpoint(network, out / "adapter.pt")
     return {
         "backbone": backbone,
@@ -317,7 +335,7 @@ def adapt_lora(
             "trainable_share": report.trainable_share,
         },
         "adapter_checkpoint_bytes": adapter_path.stat().st_size,
-        "iterations": trainer.state.iteration,
+        "iterations": iterations_done,
         "batch_size": batch_size,
         "loss_first": losses[0] if losses else None,
         "loss_last": losses[-1] if losses else None,

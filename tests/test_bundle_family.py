@@ -69,7 +69,7 @@ def test_the_hippocampus_defaults_declare_one_dataset_and_one_input():
     for name in HIPPOCAMPUS_DEFAULTS:
         assert train[name]["input_size"] == infer[name]["input_size"] == 64, name
         assert infer[name]["window_size"] == "@input_size", name
-        assert meta[name]["spatial_shape"] == [64, 64] and meta[name]["num_channels"] == 1, name
+        assert meta[name]["spatial_shape"] == [64, 64, 1] and meta[name]["num_channels"] == 1, name  # a slice of a volume
     for config_id in ("backbone", "dataset_dir", "label_names", "label_values", "slice_size", "samples_per_volume",
                       "learning_rate", "validate#dataset", "validate#evaluator"):  # fmt: skip
         _same(train, config_id)

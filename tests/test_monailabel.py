@@ -51,6 +51,7 @@ def test_bundle_infer_task_returns_a_label_volume_of_the_original_geometry(name,
     # labels as MONAI Label shows them: name → value in the returned label map
     assert task.labels == {v.lower(): int(k) for k, v in names.items()}
     assert task.dimension == len(metadata["network_data_format"]["inputs"]["image"]["spatial_shape"])
+    assert task.dimension == metadata["accepted_input"]["dimension"]  # MONAI Label shows what the bundle segments
     study = _hippocampus_study(shared_data, tmp_path / "studies")
     if metadata["accepted_input"]["dimension"] == 2:  # the fundus bundle refuses a volume (its pictures: next test)
         from common.data import ScanInputError

@@ -186,3 +186,14 @@ def test_frozen_batchnorm_statistics_do_not_drift_in_training_mode():
         bn.training
         and not next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d) and m is not bn).training
     )
+
+
+def test_one_slice_of_a_volume_is_segmented_as_the_slice():
+    """A volume bundle declares its network's input as a B×C×H×W×1 slice (MONAI Label then reports a 3D model):
+    the logits are the slice's, with the trailing axis kept."""
+    torch.manual_seed(0)
+    network = SamSegmentationNet("sam_vit_test", checkpoint=None).eval()
+    picture = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        flat, volume = network(picture), network(picture[..., None])
+    assert volume.shape == (*flat.shape, 1) and torch.equal(volume[..., 0], flat)

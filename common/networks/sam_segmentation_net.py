@@ -175,9 +175,14 @@ class SamSegmentationNet(nn.Module):
     ) -> torch.Tensor:
         """Mask logits ``B×K×H×W`` (prompt-free unless prompts are given, see :meth:`forward_with_iou`).
 
+        A ``B×C×H×W×1`` input, one slice of a volume (the patch that a volume bundle's ``network_data_format``
+        declares, so that MONAI Label and the model zoo see a 3D model), gives ``B×K×H×W×1`` logits.
+
         The IoU predictions of this pass are kept in ``last_iou_prediction`` for IoU-aware losses, because MONAI's
         engines pass only the network output to the loss.
         """
+        if image.ndim == 5 and image.shape[-1] == 1:
+            return self.forward(image[..., 0], boxes, point_coords, point_labels).unsqueeze(-1)
         logits, iou = self.forward_with_iou(image, boxes, point_coords, point_labels)
         self.last_iou_prediction = iou.float()  # float32, as the logits, for IoU-aware losses
         return logits

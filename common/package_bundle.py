@@ -6,7 +6,7 @@
 The zip holds one top folder ``<name>/`` with ``configs/``, ``docs/``, ``LICENSE``, ``large_files.yml`` (empty: the
 default configuration downloads nothing), ``paper_large_files.yml`` (the paper backbone's checkpoint) and
 ``models/`` (its README and the adapter-only ``model.pt``, never base checkpoints: those are fetched from their
-official URLs with ``python -m monai.bundle download_large_files``). It is byte-for-byte reproducible: sorted
+official URLs with ``python -m common.backbones --download <bundle>`` from ``paper_large_files.yml``). It is byte-for-byte reproducible: sorted
 entries, fixed timestamps and permissions. Users install it with
 ``python -m monai.bundle download --name <name> --url file:///path/<name>_v<version>.zip --bundle_dir <folder>``
 (or any https URL it is uploaded to).

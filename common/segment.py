@@ -107,8 +107,8 @@ def load_bundle_for_inference(
             ) from error
         raise SegmentationError(
             f"the bundle's network cannot be built: {cause}. The paper backbone's base weights: python -m "
-            f"monai.bundle download_large_files --bundle_path {bundle} --large_file_name {PAPER_LARGE_FILES} (other "
-            "official backbones: common/backbones/official_checkpoints.py); --backbone picks another backbone"
+            f"common.backbones --download {bundle} ({PAPER_LARGE_FILES}; other official backbones: "
+            "common/backbones/official_checkpoints.py); --backbone picks another backbone"
         ) from error
     try:
         load_adapter_state_dict(getattr(network, "module", network), read_checkpoint(weights))

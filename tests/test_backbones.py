@@ -131,3 +131,33 @@ def test_large_files_entries_cover_every_official_backbone():
         assert entry["hash_type"] == "sha256" and len(entry["hash_val"]) == 64
     with pytest.raises(KeyError):
         large_files_entry("litemedsam")
+
+
+def test_the_paper_weights_download_checks_the_checksum_and_stays_in_the_bundle(tmp_path):
+    import hashlib
+
+    import yaml
+
+    from common.backbones.official_checkpoints import download_paper_weights
+
+    source = tmp_path / "released.pth"
+    source.write_bytes(b"weights")
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+
+    def listing(path: str, digest: str) -> None:
+        entry = {"path": path, "url": source.as_uri(), "hash_val": digest, "hash_type": "sha256"}
+        (bundle / "paper_large_files.yml").write_text(yaml.safe_dump({"large_files": [entry]}))
+
+    with pytest.raises(FileNotFoundError, match="paper_large_files.yml: no such file"):
+        download_paper_weights(bundle)
+    listing("models/released.pth", hashlib.sha256(b"weights").hexdigest())
+    assert download_paper_weights(bundle) == [(bundle / "models" / "released.pth").resolve()]
+    assert (bundle / "models" / "released.pth").read_bytes() == b"weights"
+    (bundle / "models" / "released.pth").unlink()
+    listing("models/released.pth", "0" * 64)
+    with pytest.raises(ValueError, match="hash check"):  # MONAI's download_url: the checksum does not match
+        download_paper_weights(bundle)
+    listing("../outside.pth", hashlib.sha256(b"weights").hexdigest())
+    with pytest.raises(ValueError, match="points outside the bundle"):
+        download_paper_weights(bundle)

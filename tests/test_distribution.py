@@ -100,8 +100,8 @@ def test_package_is_reproducible_and_runs_after_download(tmp_path):
     digest = hashlib.sha256(base.read_bytes()).hexdigest()
     entry = {"path": "models/base_weights.pt", "url": base.as_uri(), "hash_val": digest, "hash_type": "sha256"}
     (installed / "paper_large_files.yml").write_text(yaml.safe_dump({"large_files": [entry]}))
-    result = _monai_bundle(
-        "download_large_files", "--bundle_path", str(installed), "--large_file_name", "paper_large_files.yml"
+    result = subprocess.run(
+        [sys.executable, "-m", "common.backbones", "--download", str(installed)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (installed / "models" / "base_weights.pt").read_bytes() == base.read_bytes()

@@ -274,7 +274,7 @@ def test_missing_weights_are_one_line_naming_the_file_and_the_command(conv_lora_
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert "sam_vit_h_4b8939.pth: the backbone's base weights are missing" in last
     # the paper's backbone: the bundle's own download command; another official backbone: its URL and checksum
-    command = f"download_large_files --bundle_path {bundle} --large_file_name paper_large_files.yml"
+    command = f"python -m common.backbones --download {bundle}"
     assert command in last
     done = _bundle_run(bundle, "--input", str(scan), "--output_dir", str(tmp_path / "out"), "--backbone", "sam_vit_b")
     last = done.stderr.strip().splitlines()[-1]

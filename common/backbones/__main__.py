@@ -2,6 +2,7 @@
 
     python -m common.backbones                      # table of names, input sizes, normalisation
     python -m common.backbones --time sam_vit_test sam2.1_hiera_test --batch 2 --repeats 5
+    python -m common.backbones --download bundles/balr_sam_segmentation   # the paper backbone's checkpoint
 
 Timing builds each named backbone with random weights (no download), wraps it in the prompt-free network and reports
 the median of ``--repeats`` forward+backward passes on a random batch at the backbone's input size.
@@ -51,7 +52,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--download",
+        metavar="BUNDLE",
+        help="fetch the files the bundle's paper_large_files.yml lists (the paper backbone's checkpoint) into it",
+    )
     args = parser.parse_args(argv)
+    if args.download:
+        from .official_checkpoints import download_paper_weights
+
+        try:
+            for path in download_paper_weights(args.download):
+                print(f"{path}: ready (sha256 checked)")
+        except (OSError, ValueError, RuntimeError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.time:

@@ -11,7 +11,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["OfficialCheckpoint", "OFFICIAL_CHECKPOINTS", "PAPER_LARGE_FILES", "download_hint", "large_files_entry"]
+__all__ = [
+    "OfficialCheckpoint",
+    "OFFICIAL_CHECKPOINTS",
+    "PAPER_LARGE_FILES",
+    "download_hint",
+    "download_paper_weights",
+    "large_files_entry",
+]
 
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 _SAM2_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
@@ -91,14 +98,37 @@ def download_hint(checkpoint: str | os.PathLike, bundle_root: str | os.PathLike)
     name = Path(checkpoint).name
     listed = Path(bundle_root) / PAPER_LARGE_FILES
     if listed.is_file() and f'"models/{name}"' in listed.read_text():
-        return (
-            f"`python -m monai.bundle download_large_files --bundle_path {bundle_root} "
-            f"--large_file_name {PAPER_LARGE_FILES}`"
-        )
+        return f"`python -m common.backbones --download {bundle_root}` ({PAPER_LARGE_FILES})"
     for official in OFFICIAL_CHECKPOINTS.values():
         if official.filename == name:
             return f"download {official.url} (sha256 {official.sha256}) to {checkpoint}"
     return f"put the released file at {checkpoint}"
+
+
+def download_paper_weights(bundle_root: str | os.PathLike) -> list[Path]:
+    """Fetch every file the bundle's ``paper_large_files.yml`` lists into the bundle (MONAI's ``download_url``,
+    sha256 checked; a file already there with the right checksum is kept). MONAI's own ``download_large_files
+    --large_file_name`` cannot read a file of another name in MONAI 1.6.1 (it never sets the path it reads), and
+    without that option it reads only ``large_files*``, which the default configuration keeps empty.
+
+    Raises:
+        FileNotFoundError: the bundle has no ``paper_large_files.yml``.
+    """
+    import yaml
+    from monai.apps import download_url
+
+    listed = Path(bundle_root) / PAPER_LARGE_FILES
+    if not listed.is_file():
+        raise FileNotFoundError(f"{listed}: no such file (a bundle lists its paper backbone's checkpoint there)")
+    written = []
+    for entry in yaml.safe_load(listed.read_text()).get("large_files") or []:
+        target = (Path(bundle_root) / entry["path"]).resolve()
+        if Path(bundle_root).resolve() not in target.parents:
+            raise ValueError(f"{listed}: {entry['path']} points outside the bundle")
+        hash_type = entry.get("hash_type", "sha256")
+        download_url(entry["url"], str(target), hash_val=entry.get("hash_val"), hash_type=hash_type)
+        written.append(target)
+    return written
 
 
 def large_files_entry(backbone: str) -> dict[str, str]:

@@ -131,6 +131,7 @@ def write_report(runs_dir: Path, budget: str) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     table = label_efficiency_table(runs_dir)
     counts = sorted({n for row in table.values() for n in row if n > 0})
@@ -173,6 +174,7 @@ def write_report(runs_dir: Path, budget: str) -> str:
                           alpha=0.2)  # fmt: skip
     axis.set_xscale("log")
     axis.set_xticks(counts, [str(n) for n in counts])
+    axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # only the labelled counts are labelled
     axis.set_xlabel("labelled training volumes")
     axis.set_ylabel("test Dice (mean of both structures)")
     axis.set_title("MSD hippocampus, equal wall-clock budget per run")

@@ -36,15 +36,16 @@ def box_prompted_volume(
     """Segment ``image`` (``H×W×D``, axial slices along the last axis) slice by slice with one tight box per
     structure taken from ``label`` on that slice: the zero-shot upper bound of box prompting. Each slice is encoded
     once for all its structures; where two structures' masks overlap, the larger logit wins. Intensities are scaled
-    to the volume's 0.5-99.5 percentiles, as the bundles scale them.
+    to the volume's 0.5-99.5 percentiles by the bundles' own transform (``ScaleScanIntensityd``, ``"mr"``).
 
     Returns:
         ``H×W×D`` integer labels 0..num_classes.
     """
     from common.backbones.forward import prompt_embeddings
+    from common.data.intensity import ScaleScanIntensityd
 
-    low, high = np.percentile(image, [0.5, 99.5])
-    scaled = np.clip((image - low) / max(high - low, 1e-6), 0, 1).astype(np.float32)
+    volume = torch.as_tensor(image, dtype=torch.float32)[None]  # channel first: a volume to the transform
+    scaled = np.asarray(ScaleScanIntensityd("image", "mr")({"image": volume})["image"][0], dtype=np.float32)
     prediction = np.zeros(label.shape, np.int64)
     height, width = label.shape[:2]
     slices = [z for z in range(label.shape[2]) if label[:, :, z].any()]

@@ -85,6 +85,10 @@ class ConvLoraLinear(AdapterLayer):
         self.last_expert_index: torch.Tensor | None = None
 
     @property
+    def token_wise(self) -> bool:
+        return False  # its experts convolve the bottleneck on the token grid
+
+    @property
     def num_experts(self) -> int:
         return len(self.expert_scales)
 

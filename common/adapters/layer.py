@@ -48,6 +48,13 @@ class AdapterLayer(nn.Module, ABC):
                 raise ValueError("adapters support zero-padded convolutions only")
         self.merged = False
 
+    @property
+    def token_wise(self) -> bool:
+        """Whether the layer maps every token on its own (an adapter on a linear layer), so that a caller may run it
+        on any subset of tokens in any layout (``common.backbones.padded_window_attention`` relies on it). Adapters
+        that mix neighbouring tokens on their grid (Conv-LoRA) answer False."""
+        return self._conv_args is None
+
     def base_forward(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """The base layer's operation with ``weight`` (default: the stored, possibly merged, weight)."""
         weight = self.weight if weight is None else weight

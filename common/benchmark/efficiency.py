@@ -182,9 +182,10 @@ def measure(
     return result
 
 
-def _run_worker(job: dict) -> dict:
-    """``measure`` in a fresh Python process; its last stdout line is the JSON result."""
-    command = [sys.executable, "-m", "common.benchmark.efficiency", "--worker", json.dumps(job)]
+def run_worker(job: dict, module: str = "common.benchmark.efficiency") -> dict:
+    """``python -m <module> --worker <job>`` in a fresh Python process (one measurement free of the previous ones'
+    allocations and threads); its last stdout line is the JSON result."""
+    command = [sys.executable, "-m", module, "--worker", json.dumps(job)]
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
         raise RuntimeError(f"benchmark worker {job} failed:\n{completed.stderr[-3000:]}")
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                 job["threads"] = args.threads
             if overrides:
                 job["overrides"] = overrides
-            rows.append(_run_worker(job))
+            rows.append(run_worker(job))
             print(f"{backbone:>16} {kind:>10}: done ({time.time() - started:.0f} s)", flush=True)
     gpu = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None
     peak = next((v for k, v in GPU_PEAK_TFLOPS.items() if gpu and k in gpu), None)

@@ -20,7 +20,6 @@ import datetime
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from common.benchmark.efficiency import run_worker
 from common.cli import bundles_folder, config_override
 from common.cli import data_root as find_data_root
 
@@ -134,14 +134,6 @@ def measure_method(method: str, dataset: str, settings: dict, work_dir: Path) ->
     }
 
 
-def _run_worker(job: dict) -> dict:
-    command = [sys.executable, "-m", "common.benchmark.train_step", "--worker", json.dumps(job)]
-    completed = subprocess.run(command, capture_output=True, text=True)
-    if completed.returncode != 0:
-        raise RuntimeError(f"{job['method']} failed:\n{completed.stderr[-3000:]}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
-
-
 def write_report(rows: list[dict], output_dir: Path, header: dict) -> str:
     """``train_step.md`` / ``train_step.json`` (and ``profile_<method>.txt`` where profiled) in ``output_dir``;
     returns the markdown."""
@@ -221,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         for method in args.methods:
             print(f"{method}: {args.warmup} + {args.iterations} iterations ...", file=sys.stderr, flush=True)
             job = {"method": method, "dataset": args.dataset, "settings": settings, "work_dir": work}
-            rows.append(_run_worker(job))
+            rows.append(run_worker(job, "common.benchmark.train_step"))
             print(f"{method}: {rows[-1]['seconds_per_iteration']:.3f} s an iteration", file=sys.stderr, flush=True)
     header = {
         "dataset": args.dataset,

@@ -40,9 +40,10 @@ def _window_bands(size: int, window: int) -> list[tuple[int, int]]:
 
 
 @lru_cache(maxsize=None)
-def _real_positions(window: int, rows: int, cols: int) -> torch.Tensor:
-    """Row-major positions, inside a ``window²`` window, of its top-left ``rows × cols`` real tokens."""
-    return (torch.arange(rows)[:, None] * window + torch.arange(cols)[None, :]).reshape(-1)
+def _real_positions(window: int, rows: int, cols: int, device: torch.device) -> torch.Tensor:
+    """Row-major positions, inside a ``window²`` window, of its top-left ``rows × cols`` real tokens (cached per
+    device: no host-to-device copy per forward)."""
+    return (torch.arange(rows, device=device)[:, None] * window + torch.arange(cols, device=device)).reshape(-1)
 
 
 def _is_token_wise(layer: nn.Module) -> bool:
@@ -86,7 +87,7 @@ class PaddedWindowTinyViTBlock(TinyViTBlock):
             for group, (num_cols, real_cols) in zip(row_part.split([n for n, _ in col_bands], dim=2), col_bands):
                 group = group.reshape(-1, window * window, attn.num_heads, qkv.shape[-1])
                 q, k, v = group.split([attn.key_dim, attn.key_dim, attn.d], dim=3)
-                real = _real_positions(window, real_rows, real_cols).to(x.device)
+                real = _real_positions(window, real_rows, real_cols, x.device)
                 q = q[:, real]
                 # (windows, heads, tokens, channels)
                 q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)

@@ -1,8 +1,7 @@
 """Training-step cost of each method against the MONAI UNet baseline, through the bundles' own training configs, on
 the same machine in one command.
 
-    python -m common.benchmark.train_step --dataset msd_hippocampus --set input_size=64 --set window_size=64 \\
-        --output_dir docs/results/train_step
+    python -m common.benchmark.train_step --dataset msd_hippocampus --output_dir docs/results/train_step
 
 Each method runs in a fresh process: the bundle's ``train.json`` with the dataset's declared overlays (as
 :mod:`common.benchmark.accuracy` trains it, on 5 of the training cases: a step's cost does not depend on how many
@@ -42,7 +41,7 @@ DEFAULT_METHODS = ("balr_sam", "s_sam", "conv_lora", "sam2lora", "unet")
 def measure_method(method: str, dataset: str, settings: dict, work_dir: Path) -> dict:
     """Time ``settings["warmup"] + settings["iterations"]`` training iterations of ``method`` on ``dataset`` in this
     process; returns seconds per iteration (median and quartiles), the share spent waiting for batches, the
-    precision the bundle chose and, with ``settings["profile"]``, the top operators by self CPU time."""
+    precision the bundle chose and, with ``settings["profile"]``, the top operators by self and by total CPU time."""
     from ignite.engine import Events
 
     from common.benchmark import accuracy
@@ -63,7 +62,6 @@ def measure_method(method: str, dataset: str, settings: dict, work_dir: Path) ->
         **accuracy._run_overrides(method, dataset, run_dir, data_dir, namespace),
         "bundle_root": str(bundle_dir),
         "output_dir": str(run_dir / "logs"),
-        "num_workers": settings["num_workers"],
         "max_epochs": 1,
         "epoch_length": total,
         "train#trainer#epoch_length": total,
@@ -71,6 +69,8 @@ def measure_method(method: str, dataset: str, settings: dict, work_dir: Path) ->
         "resume": False,
         "initial_weights": None,
     }
+    if settings["num_workers"] is not None:
+        overrides["num_workers"] = settings["num_workers"]
     if accuracy.METHODS[method].baseline:
         overrides.update({"loss#iou_weight": 0.0, "loss#iou_source": None, "learning_rate": 1e-3})
     configs = accuracy.declared_configs(bundle_dir, dataset)[0]
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backbone", default="litemedsam")
     parser.add_argument("--iterations", type=int, default=20, help="timed iterations per method")
     parser.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
-    parser.add_argument("--num_workers", type=int, default=1)
+    parser.add_argument("--num_workers", type=int, default=None, help="default: the bundle's own")
     parser.add_argument("--profile", action="store_true", help="also write the top operators per method")
     parser.add_argument("--set", action="append", default=[], type=config_override, metavar="ID=VALUE")
     parser.add_argument("--data_root", default=None, help="as for common.benchmark.accuracy")

@@ -284,13 +284,14 @@ def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: ar
     overrides = {
         **_run_overrides(method, dataset, run_dir, data_dir, settings),
         "output_dir": str(run_dir / "logs"),
-        "num_workers": settings.num_workers,
         "max_epochs": budget["max_epochs"],
         "epoch_length": budget["epoch_length"],
         "train#trainer#epoch_length": budget["epoch_length"],
         "val_interval": 1,
         "resume": bool(settings.resume),
     }
+    if settings.num_workers is not None:
+        overrides["num_workers"] = settings.num_workers
     if settings.batch_size:
         overrides["batch_size"] = settings.batch_size
     if settings.max_val_cases:
@@ -372,8 +373,9 @@ def predict(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: 
         "datalist": f"$common.data.load_datalist(@dataset_dir, 'testing'){limit}",
         "output_dir": str(run_dir / "predictions"),
         "save_probabilities": True,
-        "dataloader#num_workers": settings.num_workers,
     }
+    if settings.num_workers is not None:
+        overrides["dataloader#num_workers"] = settings.num_workers
     if _native(dataset, settings):
         overrides["window_size"] = "$@network.input_size"  # the crop size native_patches.json trained on
     elif DATASETS[dataset].native_resolution:
@@ -646,7 +648,9 @@ def main(argv: list[str] | None = None) -> int:
         "--val_every", type=int, default=None, help="iterations between validations (default 1/5 of the budget)"
     )
     parser.add_argument("--batch_size", type=int, default=None, help="override the bundles' batch size")
-    parser.add_argument("--num_workers", type=int, default=2)
+    parser.add_argument(
+        "--num_workers", type=int, default=None, help="loader worker processes (default: each bundle config's own)"
+    )
     parser.add_argument("--max_val_cases", type=int, default=None, help="validate on the first N validation cases only")
     parser.add_argument(
         "--max_test_cases", type=int, default=None, help="test on the first N test cases only (smoke runs)"

@@ -7,7 +7,7 @@ Each method runs in a fresh process: the bundle's ``train.json`` with the datase
 :mod:`common.benchmark.accuracy` trains it, on 5 of the training cases: a step's cost does not depend on how many
 volumes feed it), ``--warmup`` iterations untimed, then ``--iterations`` timed ones. Per iteration the time is
 split into waiting for the batch (data loading on the critical path) and the step itself (forward, loss,
-backward, optimiser). ``--profile`` also writes the operators that take the step's time (``torch.profiler``),
+backward, optimiser); the statistics are over full batches (the subset's last, shorter batch is timed but left out). ``--profile`` also writes the operators that take the step's time (``torch.profiler``),
 one table per method. Output: ``train_step.md`` / ``train_step.json`` (seconds per iteration, median; ratio to the
 UNet), with the hardware, torch version and precision beside them.
 """
@@ -77,7 +77,7 @@ def measure_method(method: str, dataset: str, settings: dict, work_dir: Path) ->
     parser = accuracy._read_configs(bundle_dir, configs, overrides)
     parser.get_parsed_content("initialize")
     trainer = parser.get_parsed_content("train#trainer")
-    marks: dict[str, list[float]] = {"fetch": [], "step": []}
+    marks: dict[str, list[float]] = {"fetch": [], "step": [], "images": []}
     clock = {}
 
     def _mark(name):
@@ -90,6 +90,7 @@ def measure_method(method: str, dataset: str, settings: dict, work_dir: Path) ->
         if engine.state.iteration > settings["warmup"]:
             marks["fetch"].append(clock["step"] - clock["fetch"])
             marks["step"].append(time.perf_counter() - clock["step"])
+            marks["images"].append(_batch_images(engine.state.batch))
 
     trainer.add_event_handler(Events.GET_BATCH_STARTED, _mark("fetch"))
     trainer.add_event_handler(Events.ITERATION_STARTED, _mark("step"))
@@ -112,7 +113,12 @@ def measure_method(method: str, dataset: str, settings: dict, work_dir: Path) ->
             f"sorted by {key}\n" + averages.table(sort_by=key, row_limit=30)
             for key in ("self_cpu_time_total", "cpu_time_total")
         )
-    whole = [f + s for f, s in zip(marks["fetch"], marks["step"])]
+    every = [f + s for f, s in zip(marks["fetch"], marks["step"])]
+    # a subset's last batch can be short (5 volumes in batches of 2): it would pull the median down, so the
+    # statistics are over full batches, the cost every iteration of a real training run pays
+    full = max(marks["images"])
+    whole = [seconds for seconds, images in zip(every, marks["images"]) if images == full]
+    fetch = [seconds for seconds, images in zip(marks["fetch"], marks["images"]) if images == full]
     quartiles = statistics.quantiles(whole, n=4) if len(whole) > 1 else [whole[0]] * 3
     network = parser.get_parsed_content("network")
     amp = parser.get_parsed_content("amp") if "amp" in parser else None
@@ -120,7 +126,7 @@ def measure_method(method: str, dataset: str, settings: dict, work_dir: Path) ->
         "method": method,
         "seconds_per_iteration": round(statistics.median(whole), 4),
         "quartiles": [round(quartiles[0], 4), round(quartiles[2], 4)],
-        "batch_wait_share": round(sum(marks["fetch"]) / sum(whole), 3),
+        "batch_wait_share": round(sum(fetch) / sum(whole), 3),
         "batch_size": parser.get_parsed_content("batch_size"),
         "samples_per_image": next(
             (parser.get_parsed_content(key) for key in SAMPLES_KEYS if key in parser), None
@@ -128,10 +134,21 @@ def measure_method(method: str, dataset: str, settings: dict, work_dir: Path) ->
         "precision": "bfloat16" if amp and torch.device(parser.get_parsed_content("device")).type == "cpu"
         else "float16" if amp else "float32",
         "trainable_parameters": sum(p.numel() for p in network.parameters() if p.requires_grad),
-        "iterations_timed": len(whole),
-        "seconds": [round(value, 3) for value in whole],
+        "iterations_timed": len(every),
+        "full_batch_iterations": len(whole),
+        "seconds": [round(value, 3) for value in every],
+        "images_per_iteration": marks["images"],
         "profile": profile_rows,
     }
+
+
+def _batch_images(batch) -> int:
+    """How many 2D images (slices or crops) the network saw in one collated training batch."""
+    if isinstance(batch, dict):
+        return int(batch["image"].shape[0])
+    if isinstance(batch, (list, tuple)):
+        return sum(_batch_images(item) for item in batch)
+    return int(batch.shape[0])
 
 
 def write_report(rows: list[dict], output_dir: Path, header: dict) -> str:
@@ -145,7 +162,7 @@ def write_report(rows: list[dict], output_dir: Path, header: dict) -> str:
         f"{header['hardware']}, torch {torch.__version__}; "
         f"{header['iterations']} timed iterations after {header['warmup']} untimed; `{header['command']}`",
         "",
-        "| method | seconds / iteration (median) | quartiles | × UNet | waiting for the batch | batch × samples | "
+        "| method | seconds / full-batch iteration (median) | quartiles | × UNet | waiting for the batch | batch × samples | "
         "precision | trainable |",
         "|---|---|---|---|---|---|---|---|",
     ]

@@ -8,6 +8,7 @@ from .inference_files import (
     require_inputs_and_output,
     untrained_settings,
 )
+from .loader_workers import available_cores, choose_num_workers
 from .precision import SupervisedEvaluator, SupervisedTrainer, autocast, choose_amp, cpu_has_native_bf16
 from .prompt_propagation import mask_box, propagate_from_prompts
 from .slice_inferer import SliceBatchInferer
@@ -23,7 +24,9 @@ __all__ = [
     "TimeBudget",
     "TrainingCheckpoint",
     "autocast",
+    "available_cores",
     "choose_amp",
+    "choose_num_workers",
     "cpu_has_native_bf16",
     "latest_training_state",
     "mask_box",

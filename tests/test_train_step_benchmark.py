@@ -39,6 +39,7 @@ def test_a_tiny_step_benchmark_times_each_method_and_leaves_the_bundles_untouche
         images = row["images_per_iteration"]
         assert images[0] == 2 * images[1] and row["full_batch_iterations"] == 1
         assert row["seconds_per_iteration"] == pytest.approx(row["seconds"][0], abs=1e-3)
+        assert row["mean_seconds_per_iteration"] == pytest.approx(sum(row["seconds"]) / 2, abs=1e-3)
         assert 0 <= row["batch_wait_share"] <= 1 and row["trainable_parameters"] > 0
     table = (tmp_path / "train_step.md").read_text()
     ratio = rows["balr_sam"]["seconds_per_iteration"] / rows["unet"]["seconds_per_iteration"]

@@ -40,7 +40,7 @@ from common.benchmark.pictures import save_learning_curve, truth_overlay
 from common.cli import bundles_folder, config_override
 from common.cli import data_root as find_data_root
 
-__all__ = ["DATASETS", "METHODS", "dataset_configs", "run_accuracy", "main"]
+__all__ = ["BASELINE_TRAINING", "DATASETS", "METHODS", "dataset_configs", "run_accuracy", "main"]
 
 logger = logging.getLogger("common.benchmark.accuracy")
 
@@ -137,6 +137,10 @@ def dataset_configs(method: str, dataset: str, bundles: str | Path | None = None
     """:func:`declared_configs` of ``method``'s bundle in the bundles folder (``bundles``, else
     :func:`common.cli.bundles_folder`'s default)."""
     return declared_configs(bundles_folder(bundles) / METHODS[method].bundle, dataset)
+
+
+#: training overrides of the from-scratch baseline: no IoU head to train, and its own learning rate
+BASELINE_TRAINING = {"loss#iou_weight": 0.0, "loss#iou_source": None, "learning_rate": 1e-3}
 
 
 def baseline_network(image_channels: int) -> dict:
@@ -299,7 +303,7 @@ def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: ar
             f"$common.data.load_datalist(@dataset_dir, 'validation')[:{settings.max_val_cases}]"
         )
     if spec.baseline:
-        overrides.update({"loss#iou_weight": 0.0, "loss#iou_source": None, "learning_rate": 1e-3})
+        overrides.update(BASELINE_TRAINING)
     configs = [*declared_configs(bundle_dir, dataset)[0], *_input_overlay(bundle_dir, dataset, settings)]
     parser = _read_configs(bundle_dir, configs, overrides)
     parser.get_parsed_content("initialize")

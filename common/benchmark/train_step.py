@@ -7,8 +7,8 @@ Each method runs in a fresh process: the bundle's ``train.json`` with the datase
 :mod:`common.benchmark.accuracy` trains it, on 5 of the training cases: a step's cost does not depend on how many
 volumes feed it), ``--warmup`` iterations untimed, then ``--iterations`` timed ones. Per iteration the time is
 split into waiting for the batch (data loading on the critical path) and the step itself (forward, loss,
-backward, optimiser); the statistics are over full batches (the subset's last, shorter batch is timed but left out). ``--profile`` also writes the operators that take the step's time (``torch.profiler``),
-one table per method. Output: ``train_step.md`` / ``train_step.json`` (seconds per iteration, median; ratio to the
+backward, optimiser); the statistics are over full batches (the subset's last, shorter batch is timed but left
+out). ``--profile`` also writes the operators that take the step's time (``torch.profiler``), one table per method. Output: ``train_step.md`` / ``train_step.json`` (seconds per iteration, median; ratio to the
 UNet), with the hardware, torch version and precision beside them.
 """
 
@@ -72,7 +72,7 @@ def measure_method(method: str, dataset: str, settings: dict, work_dir: Path) ->
     if settings["num_workers"] is not None:
         overrides["num_workers"] = settings["num_workers"]
     if accuracy.METHODS[method].baseline:
-        overrides.update({"loss#iou_weight": 0.0, "loss#iou_source": None, "learning_rate": 1e-3})
+        overrides.update(accuracy.BASELINE_TRAINING)
     configs = accuracy.declared_configs(bundle_dir, dataset)[0]
     parser = accuracy._read_configs(bundle_dir, configs, overrides)
     parser.get_parsed_content("initialize")
@@ -117,18 +117,18 @@ def measure_method(method: str, dataset: str, settings: dict, work_dir: Path) ->
     # a subset's last batch can be short (5 volumes in batches of 2): it would pull the median down, so the
     # statistics are over full batches, the cost every iteration of a real training run pays
     full = max(marks["images"])
-    whole = [seconds for seconds, images in zip(every, marks["images"]) if images == full]
+    full_batches = [seconds for seconds, images in zip(every, marks["images"]) if images == full]
     fetch = [seconds for seconds, images in zip(marks["fetch"], marks["images"]) if images == full]
-    quartiles = statistics.quantiles(whole, n=4) if len(whole) > 1 else [whole[0]] * 3
+    quartiles = statistics.quantiles(full_batches, n=4) if len(full_batches) > 1 else [full_batches[0]] * 3
     network = parser.get_parsed_content("network")
     amp = parser.get_parsed_content("amp") if "amp" in parser else None
     return {
         "method": method,
-        "seconds_per_iteration": round(statistics.median(whole), 4),
+        "seconds_per_iteration": round(statistics.median(full_batches), 4),
         "quartiles": [round(quartiles[0], 4), round(quartiles[2], 4)],
         # what a run pays per iteration: every timed iteration, stalls and short batches included
         "mean_seconds_per_iteration": round(statistics.fmean(every), 4),
-        "batch_wait_share": round(sum(fetch) / sum(whole), 3),
+        "batch_wait_share": round(sum(fetch) / sum(full_batches), 3),
         "batch_size": parser.get_parsed_content("batch_size"),
         "samples_per_image": next(
             (parser.get_parsed_content(key) for key in SAMPLES_KEYS if key in parser), None
@@ -137,7 +137,7 @@ def measure_method(method: str, dataset: str, settings: dict, work_dir: Path) ->
         else "float16" if amp else "float32",
         "trainable_parameters": sum(p.numel() for p in network.parameters() if p.requires_grad),
         "iterations_timed": len(every),
-        "full_batch_iterations": len(whole),
+        "full_batch_iterations": len(full_batches),
         "seconds": [round(value, 3) for value in every],
         "images_per_iteration": marks["images"],
         "profile": profile_rows,

@@ -30,6 +30,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -39,6 +40,9 @@ from common.metrics import vessel_metrics, volume_metrics
 from common.benchmark.pictures import save_learning_curve, truth_overlay
 from common.cli import bundles_folder, config_override
 from common.cli import data_root as find_data_root
+
+if TYPE_CHECKING:
+    from monai.bundle import ConfigParser
 
 __all__ = ["BASELINE_TRAINING", "DATASETS", "METHODS", "dataset_configs", "run_accuracy", "main"]
 
@@ -197,12 +201,18 @@ def prepare_dataset(name: str, data_root: Path, output_dir: Path) -> Path:
     return target
 
 
+SUBSET_SEED_STRIDE = 25
+"""Seeds' draws start this many places apart in one shuffle, so that subsets of up to 25 cases of different seeds
+share no case (independent shuffles per seed can start with the same case: NumPy's seeds 0 and 1 do for 182)."""
+
+
 def labelled_subset(data_dir: Path, count: int, seed: int, output_dir: Path) -> Path:
-    """A dataset folder whose training split is ``count`` cases drawn from ``data_dir``'s training split with a seeded
-    shuffle (``numpy.random.default_rng(seed)``), validation and test unchanged; the paths are absolute, so the
-    folder can sit anywhere. The draw depends only on the training split, ``count`` and ``seed``: the same volumes for
-    the same seed, and the subsets of one seed nested (the first 5 contain the first 2). Returns the folder
-    (``output_dir/data_labelled<count>_seed<seed>``).
+    """A dataset folder whose training split is ``count`` cases drawn from ``data_dir``'s training split, validation
+    and test unchanged; the paths are absolute, so the folder can sit anywhere. The draw: one shuffle of the training
+    split (``numpy.random.default_rng(0)``), read from place ``SUBSET_SEED_STRIDE * seed`` on (wrapping round). It
+    depends only on the training split, ``count`` and ``seed``: the same volumes for the same seed, the subsets of one
+    seed nested (the first 5 contain the first 2), and those of different seeds disjoint up to 25 cases (seeds 0-6
+    with 182 cases). Returns the folder (``output_dir/data_labelled<count>_seed<seed>``).
 
     Raises:
         ValueError: ``count`` is below 1 or above the number of training cases.
@@ -224,7 +234,7 @@ def labelled_subset(data_dir: Path, count: int, seed: int, output_dir: Path) -> 
     training = splits["training"]
     if not 1 <= count <= len(training):
         raise ValueError(f"--labelled_cases {count}: the training split has {len(training)} cases")
-    order = np.random.default_rng(seed).permutation(len(training))
+    order = np.roll(np.random.default_rng(0).permutation(len(training)), -SUBSET_SEED_STRIDE * seed)
     splits["training"] = [training[i] for i in order[:count]]
     target = output_dir / f"data_labelled{count}_seed{seed}"
     write_datalist({**{k: v for k, v in datalist.items() if k not in splits}, **splits}, target)
@@ -256,7 +266,7 @@ def _run_overrides(method: str, dataset: str, run_dir: Path, data_dir: Path, set
 
 def _native(dataset: str, settings: argparse.Namespace) -> bool:
     """Whether this run trains on native-resolution crops and segments in native windows."""
-    return DATASETS[dataset].native_resolution and not settings.whole_pictures
+    return DATASETS[dataset].native_resolution and not getattr(settings, "whole_pictures", False)
 
 
 def _input_overlay(bundle_dir: Path, dataset: str, settings: argparse.Namespace) -> list[str]:
@@ -266,6 +276,26 @@ def _input_overlay(bundle_dir: Path, dataset: str, settings: argparse.Namespace)
         return ["native_patches.json"]
     whole = bundle_dir / "configs" / "whole_pictures.json"
     return [whole.name] if DATASETS[dataset].native_resolution and whole.is_file() else []
+
+
+def training_parser(
+    method: str, dataset: str, bundle_dir: Path, overrides: dict, settings: argparse.Namespace
+) -> ConfigParser:
+    """The training configs of ``method``'s bundle copy in ``bundle_dir`` for ``dataset``, as every benchmark reads
+    them: the configs its ``metadata.json`` declares, the input overlay (:func:`_input_overlay`), ``overrides``,
+    ``settings.num_workers`` where given, and for the baseline :data:`BASELINE_TRAINING`."""
+    overrides = dict(overrides)
+    if getattr(settings, "num_workers", None) is not None:
+        overrides["num_workers"] = settings.num_workers
+    if METHODS[method].baseline:
+        overrides.update(BASELINE_TRAINING)
+    return _read_configs(bundle_dir, training_configs(bundle_dir, dataset, settings), overrides)
+
+
+def training_configs(bundle_dir: Path, dataset: str, settings: argparse.Namespace) -> list[str]:
+    """The config files a benchmark trains with, in the order they are read: those the bundle declares for
+    ``dataset`` (:func:`declared_configs`), then the input overlay (:func:`_input_overlay`)."""
+    return [*declared_configs(bundle_dir, dataset)[0], *_input_overlay(bundle_dir, dataset, settings)]
 
 
 def _budget(iterations: int, val_every: int) -> dict:
@@ -282,7 +312,6 @@ def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: ar
     from common.adapters import save_adapter_checkpoint
     from common.engines import TimeBudget
 
-    spec = METHODS[method]
     bundle_dir = run_dir / "bundle"
     budget = _budget(settings.iterations, settings.val_every or max(1, settings.iterations // 5))
     overrides = {
@@ -294,18 +323,13 @@ def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: ar
         "val_interval": 1,
         "resume": bool(settings.resume),
     }
-    if settings.num_workers is not None:
-        overrides["num_workers"] = settings.num_workers
     if settings.batch_size:
         overrides["batch_size"] = settings.batch_size
     if settings.max_val_cases:
         overrides["validate#dataset#data"] = (
             f"$common.data.load_datalist(@dataset_dir, 'validation')[:{settings.max_val_cases}]"
         )
-    if spec.baseline:
-        overrides.update(BASELINE_TRAINING)
-    configs = [*declared_configs(bundle_dir, dataset)[0], *_input_overlay(bundle_dir, dataset, settings)]
-    parser = _read_configs(bundle_dir, configs, overrides)
+    parser = training_parser(method, dataset, bundle_dir, overrides, settings)
     parser.get_parsed_content("initialize")
     trainer = parser.get_parsed_content("train#trainer")
     evaluator = parser.get_parsed_content("validate#evaluator")
@@ -317,11 +341,18 @@ def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: ar
     earlier = json.loads(curve_file.read_text()) if settings.resume and curve_file.exists() else {}
     earlier_seconds = float(earlier.get("train_seconds", 0.0))
 
+    def _points(key: str, points: list) -> list:
+        if key in evaluator.state.metrics:
+            return [(int(i), float(v)) for i, v in points]
+        # MetricLogger records the trainer's own epoch metrics (train_mean_dice) at every iteration, the same value
+        # until the next epoch's: keep the point where each new value appears
+        return [(int(i), float(v)) for n, (i, v) in enumerate(points) if n == 0 or float(v) != float(points[n - 1][1])]
+
     def _curve() -> dict:
         return {
             "loss": earlier.get("loss", []) + [(int(i), float(v)) for i, v in curve.loss],
             "metrics": {
-                k: earlier.get("metrics", {}).get(k, []) + [(int(i), float(v)) for i, v in points]
+                k: earlier.get("metrics", {}).get(k, []) + _points(k, points)
                 for k, points in {**dict.fromkeys(earlier.get("metrics", {}), []), **curve.metrics}.items()
             },
         }
@@ -353,7 +384,7 @@ def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: ar
         save_adapter_checkpoint(network, checkpoint)
     trainable = sum(p.numel() for p in network.parameters() if p.requires_grad)
     return {
-        "configs": configs,
+        "configs": training_configs(bundle_dir, dataset, settings),
         "iterations": int(trainer.state.iteration),
         "epochs": int(trainer.state.epoch),
         "epoch_length": budget["epoch_length"],

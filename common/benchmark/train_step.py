@@ -56,7 +56,10 @@ def measure_method(method: str, dataset: str, settings: dict, work_dir: Path) ->
     )
     data_dir = accuracy.prepare_dataset(dataset, Path(settings["data_root"]), work_dir)
     data_dir = accuracy.labelled_subset(data_dir, 5, 0, work_dir)
-    namespace = argparse.Namespace(backbone=settings["backbone"], device=None, overrides=dict(settings["overrides"]))
+    namespace = argparse.Namespace(
+        backbone=settings["backbone"], device=None, overrides=dict(settings["overrides"]),
+        num_workers=settings["num_workers"],
+    )  # fmt: skip
     total = settings["warmup"] + settings["iterations"]
     overrides = {
         **accuracy._run_overrides(method, dataset, run_dir, data_dir, namespace),
@@ -69,12 +72,7 @@ def measure_method(method: str, dataset: str, settings: dict, work_dir: Path) ->
         "resume": False,
         "initial_weights": None,
     }
-    if settings["num_workers"] is not None:
-        overrides["num_workers"] = settings["num_workers"]
-    if accuracy.METHODS[method].baseline:
-        overrides.update(accuracy.BASELINE_TRAINING)
-    configs = accuracy.declared_configs(bundle_dir, dataset)[0]
-    parser = accuracy._read_configs(bundle_dir, configs, overrides)
+    parser = accuracy.training_parser(method, dataset, bundle_dir, overrides, namespace)
     parser.get_parsed_content("initialize")
     trainer = parser.get_parsed_content("train#trainer")
     marks: dict[str, list[float]] = {"fetch": [], "step": [], "images": []}

@@ -303,17 +303,12 @@ def _budget(iterations: int, val_every: int) -> dict:
     return {"epoch_length": epoch_length, "max_epochs": math.ceil(iterations / epoch_length)}
 
 
-def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: argparse.Namespace) -> dict:
-    """Train ``method`` on ``dataset`` under the budget; returns what the run did (iterations, epochs, time, the
-    learning curve). The best validation checkpoint ends in ``run_dir/bundle/models/model.pt``."""
-    from ignite.engine import Events
-    from monai.handlers import MetricLogger
-
-    from common.adapters import save_adapter_checkpoint
-    from common.engines import TimeBudget
-
-    bundle_dir = run_dir / "bundle"
-    budget = _budget(settings.iterations, settings.val_every or max(1, settings.iterations // 5))
+def _training_overrides(
+    method: str, dataset: str, run_dir: Path, data_dir: Path, settings: argparse.Namespace, budget: dict
+) -> dict:
+    """The overrides of one benchmark training run: its folders, data and backbone (:func:`_run_overrides`), the
+    iteration budget as epochs of ``budget["epoch_length"]`` with a validation after each, ``--resume``,
+    ``--batch_size`` and ``--max_val_cases``."""
     overrides = {
         **_run_overrides(method, dataset, run_dir, data_dir, settings),
         "output_dir": str(run_dir / "logs"),
@@ -329,39 +324,64 @@ def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: ar
         overrides["validate#dataset#data"] = (
             f"$common.data.load_datalist(@dataset_dir, 'validation')[:{settings.max_val_cases}]"
         )
-    parser = training_parser(method, dataset, bundle_dir, overrides, settings)
-    parser.get_parsed_content("initialize")
-    trainer = parser.get_parsed_content("train#trainer")
-    evaluator = parser.get_parsed_content("validate#evaluator")
-    network = parser.get_parsed_content("network")
-    curve = MetricLogger(evaluator=evaluator)
-    curve.attach(trainer)
-    # the curve so far, on disk after every validation: a resumed run (--resume) continues it
-    curve_file = run_dir / "learning_curve.json"
-    earlier = json.loads(curve_file.read_text()) if settings.resume and curve_file.exists() else {}
-    earlier_seconds = float(earlier.get("train_seconds", 0.0))
+    return overrides
 
-    def _points(key: str, points: list) -> list:
-        if key in evaluator.state.metrics:
+
+class _LearningCurve:
+    """A run's learning curve (the loss at every iteration, the metrics at every validation), written to
+    ``curve_file`` after every epoch together with the training seconds so far, so that a resumed run (``resume``)
+    continues the curve and the clock it finds there."""
+
+    def __init__(self, curve_file: Path, trainer, evaluator, resume: bool) -> None:
+        from ignite.engine import Events
+        from monai.handlers import MetricLogger
+
+        self.file = curve_file
+        self.evaluator = evaluator
+        self.earlier = json.loads(curve_file.read_text()) if resume and curve_file.exists() else {}
+        self.logger = MetricLogger(evaluator=evaluator)
+        self.logger.attach(trainer)
+        trainer.add_event_handler(Events.STARTED, self._start_clock)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+        self.started = time.perf_counter()
+
+    def _start_clock(self, _engine) -> None:
+        self.started = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        """Training seconds, the earlier runs' included."""
+        return float(self.earlier.get("train_seconds", 0.0)) + time.perf_counter() - self.started
+
+    def _points(self, key: str, points: list) -> list:
+        if key in self.evaluator.state.metrics:
             return [(int(i), float(v)) for i, v in points]
         # MetricLogger records the trainer's own epoch metrics (train_mean_dice) at every iteration, the same value
         # until the next epoch's: keep the point where each new value appears
         return [(int(i), float(v)) for n, (i, v) in enumerate(points) if n == 0 or float(v) != float(points[n - 1][1])]
 
-    def _curve() -> dict:
+    def as_dict(self) -> dict:
+        """``{"loss": [(iteration, value), ...], "metrics": {name: [(iteration, value), ...]}}``."""
+        earlier_metrics = self.earlier.get("metrics", {})
         return {
-            "loss": earlier.get("loss", []) + [(int(i), float(v)) for i, v in curve.loss],
+            "loss": self.earlier.get("loss", []) + [(int(i), float(v)) for i, v in self.logger.loss],
             "metrics": {
-                k: earlier.get("metrics", {}).get(k, []) + _points(k, points)
-                for k, points in {**dict.fromkeys(earlier.get("metrics", {}), []), **curve.metrics}.items()
+                k: earlier_metrics.get(k, []) + self._points(k, points)
+                for k, points in {**dict.fromkeys(earlier_metrics, []), **self.logger.metrics}.items()
             },
         }
 
-    def _save_curve(_engine) -> None:
-        seconds = earlier_seconds + time.perf_counter() - started
-        curve_file.write_text(json.dumps({**_curve(), "train_seconds": round(seconds, 1)}) + "\n")
+    def save(self, _engine=None) -> None:
+        self.file.write_text(json.dumps({**self.as_dict(), "train_seconds": round(self.seconds, 1)}) + "\n")
 
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, _save_curve)
+
+def _run_budgeted(trainer, evaluator, settings: argparse.Namespace, budget: dict, curve: _LearningCurve) -> None:
+    """Run ``trainer`` until ``settings.iterations`` or ``settings.minutes``, whichever comes first, and validate
+    the last weights where the budget stopped it between validations."""
+    from ignite.engine import Events
+
+    from common.engines import TimeBudget
+
     TimeBudget(settings.minutes).attach(trainer)
     if settings.iterations % budget["epoch_length"]:
         # the last epoch is partial: stop at exactly the asked number of iterations (only then: a terminated epoch
@@ -369,20 +389,34 @@ def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: ar
         trainer.add_event_handler(
             Events.ITERATION_COMPLETED(once=settings.iterations), lambda engine: engine.terminate()
         )
-    started = time.perf_counter()
     trainer.run()
-    key_metric = evaluator.state.key_metric_name
-    validated = _curve()["metrics"].get(key_metric, [])  # with a resumed run's earlier validations
+    validated = curve.as_dict()["metrics"].get(evaluator.state.key_metric_name, [])  # with earlier validations
     if not validated or validated[-1][0] != trainer.state.iteration:
         # a budget stopped the trainer before its epoch-end validation: validate the last weights too (the
         # best-model saver keeps them only if they are better)
         evaluator.run(trainer.state.epoch)
-    seconds = earlier_seconds + time.perf_counter() - started
+
+
+def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: argparse.Namespace) -> dict:
+    """Train ``method`` on ``dataset`` under the budget; returns what the run did (iterations, epochs, time, the
+    learning curve). The best validation checkpoint ends in ``run_dir/bundle/models/model.pt``."""
+    from common.adapters import save_adapter_checkpoint
+
+    bundle_dir = run_dir / "bundle"
+    budget = _budget(settings.iterations, settings.val_every or max(1, settings.iterations // 5))
+    overrides = _training_overrides(method, dataset, run_dir, data_dir, settings, budget)
+    parser = training_parser(method, dataset, bundle_dir, overrides, settings)
+    parser.get_parsed_content("initialize")
+    trainer = parser.get_parsed_content("train#trainer")
+    evaluator = parser.get_parsed_content("validate#evaluator")
+    network = parser.get_parsed_content("network")
+    curve = _LearningCurve(run_dir / "learning_curve.json", trainer, evaluator, bool(settings.resume))
+    _run_budgeted(trainer, evaluator, settings, budget, curve)
+    seconds = curve.seconds
     checkpoint = bundle_dir / "models" / "model.pt"
     if not checkpoint.exists():
         logger.warning("no validation checkpoint was written (NaN metric?): evaluating the final weights")
         save_adapter_checkpoint(network, checkpoint)
-    trainable = sum(p.numel() for p in network.parameters() if p.requires_grad)
     return {
         "configs": training_configs(bundle_dir, dataset, settings),
         "iterations": int(trainer.state.iteration),
@@ -390,11 +424,11 @@ def train(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: ar
         "epoch_length": budget["epoch_length"],
         "stopped_by_time_budget": trainer.state.iteration < settings.iterations,
         "train_seconds": round(seconds, 1),
-        "key_metric": key_metric,
-        "trainable_parameters": int(trainable),
+        "key_metric": evaluator.state.key_metric_name,
+        "trainable_parameters": int(sum(p.numel() for p in network.parameters() if p.requires_grad)),
         "total_parameters": int(sum(p.numel() for p in network.parameters())),
-        "resumed": bool(earlier),
-        "learning_curve": _curve(),
+        "resumed": bool(curve.earlier),
+        "learning_curve": curve.as_dict(),
     }
 
 
@@ -667,7 +701,7 @@ def write_summary(output_dir: Path) -> str:
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
+def _argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m common.benchmark.accuracy", description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
@@ -738,6 +772,11 @@ def main(argv: list[str] | None = None) -> int:
         help="only rebuild summary.md/json from the runs already in the output folder (e.g. after methods ran in "
         "parallel commands)",
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _argument_parser()
     settings = parser.parse_args(argv)
     if settings.iterations < 1:
         parser.error("--iterations must be at least 1")

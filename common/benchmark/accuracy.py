@@ -266,7 +266,7 @@ def _run_overrides(method: str, dataset: str, run_dir: Path, data_dir: Path, set
 
 def _native(dataset: str, settings: argparse.Namespace) -> bool:
     """Whether this run trains on native-resolution crops and segments in native windows."""
-    return DATASETS[dataset].native_resolution and not getattr(settings, "whole_pictures", False)
+    return DATASETS[dataset].native_resolution and not settings.whole_pictures
 
 
 def _input_overlay(bundle_dir: Path, dataset: str, settings: argparse.Namespace) -> list[str]:
@@ -285,7 +285,7 @@ def training_parser(
     them: the configs its ``metadata.json`` declares, the input overlay (:func:`_input_overlay`), ``overrides``,
     ``settings.num_workers`` where given, and for the baseline :data:`BASELINE_TRAINING`."""
     overrides = dict(overrides)
-    if getattr(settings, "num_workers", None) is not None:
+    if settings.num_workers is not None:
         overrides["num_workers"] = settings.num_workers
     if METHODS[method].baseline:
         overrides.update(BASELINE_TRAINING)

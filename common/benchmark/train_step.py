@@ -8,8 +8,9 @@ Each method runs in a fresh process: the bundle's ``train.json`` with the datase
 volumes feed it), ``--warmup`` iterations untimed, then ``--iterations`` timed ones. Per iteration the time is
 split into waiting for the batch (data loading on the critical path) and the step itself (forward, loss,
 backward, optimiser); the statistics are over full batches (the subset's last, shorter batch is timed but left
-out). ``--profile`` also writes the operators that take the step's time (``torch.profiler``), one table per method. Output: ``train_step.md`` / ``train_step.json`` (seconds per iteration, median; ratio to the
-UNet), with the hardware, torch version and precision beside them.
+out). ``--profile`` also writes the operators that take the step's time (``torch.profiler``), one table per method.
+Output: ``train_step.md`` / ``train_step.json`` (seconds per iteration, median; ratio to the UNet), with the
+hardware, torch version and precision beside them.
 """
 
 from __future__ import annotations
@@ -56,9 +57,9 @@ def measure_method(method: str, dataset: str, settings: dict, work_dir: Path) ->
     )
     data_dir = accuracy.prepare_dataset(dataset, Path(settings["data_root"]), work_dir)
     data_dir = accuracy.labelled_subset(data_dir, 5, 0, work_dir)
-    namespace = argparse.Namespace(
+    namespace = argparse.Namespace(  # what accuracy's training helpers read of its command line
         backbone=settings["backbone"], device=None, overrides=dict(settings["overrides"]),
-        num_workers=settings["num_workers"],
+        num_workers=settings["num_workers"], whole_pictures=False,
     )  # fmt: skip
     total = settings["warmup"] + settings["iterations"]
     overrides = {

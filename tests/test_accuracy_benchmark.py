@@ -236,11 +236,11 @@ def test_config_values_set_on_the_command_line_reach_every_run(tmp_path, capsys)
         accuracy.main(["--dataset", "chase_db1", "--set", "no_value", "--output_dir", str(tmp_path)])
     assert "--set expects ID=VALUE" in capsys.readouterr().err
     settings = accuracy.argparse.Namespace(
-        backbone="sam_vit_test", device=None, overrides={"patches_per_image": 8, "text_encoder": "precomputed"}
+        backbone="sam_vit_test", device=None, overrides={"samples_per_image": 8, "text_encoder": "precomputed"}
     )
     for method in accuracy.METHODS:
         overrides = accuracy._run_overrides(method, "chase_db1", tmp_path, tmp_path / "data", settings)
-        assert overrides["patches_per_image"] == 8 and overrides["text_encoder"] == "precomputed"
+        assert overrides["samples_per_image"] == 8 and overrides["text_encoder"] == "precomputed"
 
 
 def test_native_resolution_is_the_vessel_protocol_unless_whole_pictures_are_asked_for():

@@ -98,13 +98,13 @@ def test_synapse_style_3d_train_evaluate_infer(bundle_copy, tmp_path):
     data = tmp_path / "data"
     make_synthetic_dataset(data, spatial_dims=3, num_classes=2, num_train=3, num_val=1, num_test=2, shape=(40, 48, 12))
     configs = bundle_copy / "configs"
-    # synthetic labels are already 0/1/2: the Synapse 13 → 8 label mapping (transform 2) is switched off
+    # synthetic labels are already 0/1/2: the Synapse 13 → 8 label mapping (synapse.json adds it last) is switched off
     overrides = {
         "backbone": "sam_vit_test",
         "dataset_dir": str(data),
         "label_names": {"1": "organ a", "2": "organ b"},
         "slice_size": [48, 48],
-        "load_transforms#2#_disabled_": True,
+        "load_transforms#4#_disabled_": True,
     }
     run_workflow(
         bundle_workflow(
@@ -119,7 +119,7 @@ def test_synapse_style_3d_train_evaluate_infer(bundle_copy, tmp_path):
     assert len(hd95) == 1 + 2
 
     out = tmp_path / "infer"
-    overrides.pop("load_transforms#2#_disabled_")
+    overrides.pop("load_transforms#4#_disabled_")
     run_workflow(
         bundle_workflow(
             configs, ["inference.json", "synapse_inference.json"], "infer", **overrides, output_dir=str(out)
@@ -149,7 +149,7 @@ def test_litemedsam_on_real_hippocampus(shared_data, bundle_copy, tmp_path):
             files,
             "train",
             **overrides,
-            samples_per_volume=2,
+            samples_per_image=2,
             **{"train#trainer#max_epochs": 1, "train#trainer#epoch_length": 2},
         )
     )

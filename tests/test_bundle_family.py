@@ -1,6 +1,6 @@
 """The four bundles are one family: bundles are self-contained (model-zoo style), so each carries its own copy of
-what they share, and this test fails as soon as one copy drifts from the others (the scan pipeline of
-inference.json has its own test in test_scan_inference.py)."""
+what they share, and this test fails as soon as one copy drifts from the others. (Inference's scan pipeline itself
+is one definition in ``common.data.scan_pipeline``; the configs pass it their settings.)"""
 
 from __future__ import annotations
 
@@ -11,14 +11,23 @@ from bundle_helpers import REPO_ROOT, TEST_BACKBONES
 BUNDLES = sorted(TEST_BACKBONES)
 #: the bundles whose default configuration is their shipped MSD hippocampus adapter
 HIPPOCAMPUS_DEFAULTS = ["balr_sam_segmentation", "conv_lora_sam_segmentation", "s_sam_text_prompted_segmentation"]
-#: train.json ids every bundle defines with one value: folders, device and precision, data loading and caching,
-#: checkpointing and resuming, the optimiser, validation's saver, handlers and post-processing tail
-SHARED_TRAIN_IDS = [
-    "amp", "backbone_checkpoint", "batch_size", "bundle_root", "cache_rate", "checkpoint_interval", "ckpt_dir",
-    "device", "initialize", "network", "num_workers", "optimizer", "output_dir", "resume", "run", "train#dataloader",
-    "train#dataset", "train#inferer", "val_interval", "validate#best_model_saver", "validate#dataloader",
-    "validate#dataset", "validate#handlers", "validate#postprocessing", "validate#save_transforms",
-]  # fmt: skip
+#: ids that all four train.json / inference.json / evaluate.json define but set per method or per default dataset (the network
+#: and its loss and schedule, the data each default trains on, the metrics of its task); every other id all four
+#: define must be the same in all four (parsed as JSON, without building anything)
+PER_BUNDLE_IDS = {
+    "train.json": {
+        "dataset_dir", "imports", "input_size", "label_values", "load_transforms", "loss", "lr_scheduler",
+        "max_epochs", "network_def", "num_classes", "prediction_ext", "train#handlers", "train#preprocessing",
+        "train#random_transforms", "train#trainer", "validate#additional_metrics", "validate#evaluator",
+        "validate#inferer", "validate#key_metric", "validate#post_transforms", "validate#preprocessing",
+        "weight_decay",
+    },
+    "inference.json": {
+        "dataset_dir", "field_of_view", "fov_diameter", "input_size", "label_names", "labels_at_input_size",
+        "network_def", "save_probabilities", "whole_brain",
+    },
+    "evaluate.json": {"validate#save_transforms"},
+}  # fmt: skip
 
 
 def _config(name: str, file: str) -> dict:
@@ -26,6 +35,8 @@ def _config(name: str, file: str) -> dict:
 
 
 def _get(config: dict, config_id: str):
+    if config_id in config:  # an override file's flat id, e.g. evaluate.json's "validate#handlers"
+        return config[config_id]
     for part in config_id.split("#"):
         config = config[part]
     return config
@@ -48,11 +59,23 @@ def test_multi_gpu_configs_differ_only_in_unused_parameters():
         assert config == reference, name
 
 
-def test_train_configs_share_their_common_parts():
-    configs = {name: _config(name, "train.json") for name in BUNDLES}
-    for config_id in SHARED_TRAIN_IDS:
-        values = {name: json.dumps(_get(config, config_id), sort_keys=True) for name, config in configs.items()}
-        assert len(set(values.values())) == 1, f"{config_id} differs: {values}"
+def _ids(config: dict):
+    """Top-level ids, with the ``train`` and ``validate`` sections one level further (``train#trainer``)."""
+    for key, value in config.items():
+        if key in ("train", "validate") and isinstance(value, dict):
+            yield from (f"{key}#{sub}" for sub in value)
+        else:
+            yield key
+
+
+def test_every_id_the_four_bundles_share_is_the_same_in_all_four():
+    for file, per_bundle in PER_BUNDLE_IDS.items():
+        configs = {name: _config(name, file) for name in BUNDLES}
+        shared = set.intersection(*(set(_ids(config)) for config in configs.values()))
+        assert per_bundle <= shared, f"{file}: not defined by every bundle: {sorted(per_bundle - shared)}"
+        assert shared - per_bundle, file  # the test pins something
+        for config_id in sorted(shared - per_bundle):
+            _same(configs, config_id)
 
 
 def _same(configs: dict, config_id: str) -> str:
@@ -70,7 +93,7 @@ def test_the_hippocampus_defaults_declare_one_dataset_and_one_input():
         assert train[name]["input_size"] == infer[name]["input_size"] == 64, name
         assert infer[name]["window_size"] == "@input_size", name
         assert meta[name]["spatial_shape"] == [64, 64, 1] and meta[name]["num_channels"] == 1, name  # a slice of a volume
-    for config_id in ("backbone", "dataset_dir", "label_names", "label_values", "slice_size", "samples_per_volume",
+    for config_id in ("backbone", "dataset_dir", "label_names", "label_values", "slice_size", "samples_per_image",
                       "learning_rate", "validate#dataset", "validate#evaluator"):  # fmt: skip
         _same(train, config_id)
     _same(infer, "intensity")
@@ -195,7 +218,8 @@ def test_every_declared_training_stack_and_its_inference_stack_agree():
             trained_labels = _resolved(train, "label_names")
             if trained_labels is not None:  # SAM2LoRA's vessel training names its groups, not its labels
                 assert trained_labels == _resolved(infer, "label_names"), where
-            scalings = set(map(str, _scan_scalings(train.config)))
+            trained_intensity = str(_resolved(train, "intensity"))
+            scalings = {trained_intensity if s == "@intensity" else str(s) for s in _scan_scalings(train.config)}
             if scalings:  # volumes scaled in training as inference scales them
                 assert scalings == {str(_resolved(infer, "intensity"))}, where
                 scalings_checked += 1

@@ -108,7 +108,7 @@ def test_litemedsam_multiclass_path_on_real_hippocampus(shared_data, bundle_copy
         "dataset_dir": str(data),
         "num_workers": 0,
         "batch_size": 1,
-        "samples_per_volume": 2,
+        "samples_per_image": 2,
     }
     run_workflow(
         bundle_workflow(

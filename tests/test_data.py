@@ -115,18 +115,6 @@ def test_missing_datalist_and_missing_files_are_clear(tmp_path):
         build_datalist(tmp_path, "absent")
 
 
-def test_add_background_channel_thresholds_independent_class_probabilities():
-    import torch
-    from monai.transforms import AsDiscrete
-
-    from common.data import AddBackgroundChanneld
-
-    probabilities = torch.tensor([[[0.2, 0.7, 0.6]], [[0.3, 0.4, 0.9]]])  # 2 classes x 1 x 3 pixels
-    out = AddBackgroundChanneld(keys="pred", threshold=0.5)({"pred": probabilities})["pred"]
-    assert out.shape == (3, 1, 3) and torch.all(out[0] == 0.5)
-    assert AsDiscrete(argmax=True)(out).flatten().tolist() == [0, 1, 2]  # none above 0.5 -> background
-
-
 def test_split_cases_is_seeded_disjoint_and_complete():
     from common.data import split_cases
 

@@ -42,11 +42,10 @@ def test_each_bundle_declares_what_it_segments_and_its_inference_checks_it(bundl
     declared = accepted_input(bundle)
     assert declared["dimension"] in (2, 3) and declared["modality"]
     inference = json.loads((bundle / "configs" / "inference.json").read_text())
-    loader = inference["preprocessing"]["transforms"][0]
-    assert loader["accepted_input"] == "$None if @allow_other_inputs else @accepted_input"
+    assert inference["preprocessing"]["accepted_input"] == "$None if @allow_other_inputs else @accepted_input"
     assert inference["accepted_input"] == "$common.data.accepted_input(@bundle_root)"
     assert inference["allow_other_inputs"] is False
-    assert "@preprocessing#transforms#0" in inference["datalist"]  # folders are checked by the same loader
+    assert "@preprocessing.transforms[0]" in inference["datalist"]  # folders are checked by the same loader
 
 
 def test_a_ct_volume_is_refused_by_an_mr_bundle_and_an_mr_volume_is_not(tmp_path):

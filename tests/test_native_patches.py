@@ -58,7 +58,7 @@ def test_training_on_native_crops_and_inference_in_native_windows(name, tmp_path
         **overrides,
         batch_size=1,
         num_workers=0,
-        patches_per_image=3,
+        samples_per_image=3,
         val_interval=1,
         **{"train#trainer#max_epochs": 1},
     )

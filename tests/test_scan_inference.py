@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import REPO_ROOT, TEST_BACKBONES, bundle_with_test_weights
+from bundle_helpers import TEST_BACKBONES, bundle_with_test_weights
 from PIL import Image
 
 from common.data import read_scan
@@ -387,24 +387,6 @@ def test_missing_and_mismatched_weights_are_refused_before_anything_is_written(
     assert not out.exists() or not any(out.iterdir())
     with pytest.raises(Exception, match="no such bundle config"):
         load_bundle_for_inference(conv_lora_bundle, configs=["absent.json"])
-
-
-def test_the_four_inference_configs_share_one_scan_pipeline():
-    # bundles are self-contained (model-zoo style), so each carries the scan pipeline; it must not drift apart
-    # (window_size is the bundle's own, like its labels: BALR-SAM's shipped adapter segments 64×64 native windows;
-    # so are field_of_view and save_probabilities: SAM2LoRA's fundus default clears the camera's dark surround and
-    # writes the vessel probabilities)
-    shared = ("input", "datalist", "dimension", "slice_axis", "slice_batch_size", "context_slices", "window_overlap",
-              "progress", "keep_largest_component", "preprocessing", "inferer",
-              "postprocessing", "finalize", "output_rule")  # fmt: skip
-    configs = {
-        name: json.loads((REPO_ROOT / "bundles" / name / "configs" / "inference.json").read_text())
-        for name in TEST_BACKBONES
-    }
-    reference = configs["conv_lora_sam_segmentation"]
-    for name, config in configs.items():
-        assert {key: config[key] for key in shared} == {key: reference[key] for key in shared}, name
-        assert config["intensity"] and config["label_names"], name
 
 
 #: options a user can get wrong → what the one error line must say (nothing loaded, nothing written)

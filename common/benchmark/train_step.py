@@ -34,7 +34,7 @@ from common.cli import data_root as find_data_root
 __all__ = ["measure_method", "main"]
 
 #: the config key holding how many samples one training image or volume gives
-SAMPLES_KEYS = ("samples_per_image", "samples_per_volume", "patches_per_image")
+SAMPLES_KEY = "samples_per_image"
 #: methods measured by default, the baseline last (the ratios are to it)
 DEFAULT_METHODS = ("balr_sam", "s_sam", "conv_lora", "sam2lora", "unet")
 
@@ -129,9 +129,7 @@ def measure_method(method: str, dataset: str, settings: dict, work_dir: Path) ->
         "mean_seconds_per_iteration": round(statistics.fmean(every), 4),
         "batch_wait_share": round(sum(fetch) / sum(full_batches), 3),
         "batch_size": parser.get_parsed_content("batch_size"),
-        "samples_per_image": next(
-            (parser.get_parsed_content(key) for key in SAMPLES_KEYS if key in parser), None
-        ),
+        "samples_per_image": parser.get_parsed_content(SAMPLES_KEY) if SAMPLES_KEY in parser else None,
         "precision": "bfloat16" if amp and torch.device(parser.get_parsed_content("device")).type == "cpu"
         else "float16" if amp else "float32",
         "trainable_parameters": sum(p.numel() for p in network.parameters() if p.requires_grad),

@@ -26,8 +26,10 @@ from .logits_to_labels import (
     sigmoid_rule,
 )
 from .montage import SaveMontaged, label_montage
+from .one_hot_for_metrics import OneHotForMetricsd
 from .prompts import SamplePromptsd
 from .save_scan_label import SaveScanLabeld
+from .scan_pipeline import scan_postprocessing, scan_preprocessing
 from .served_label import LabelForMonaiLabeld
 from .template_regions import HIPPOCAMPUS_BOXES, CropTemplateRegionsd, TemplateBox, side_label_names
 from .scan_io import (
@@ -43,7 +45,6 @@ from .scan_io import (
 )
 from .training_data import check_labels, training_datalist
 from .transforms import (
-    AddBackgroundChanneld,
     ClearOutsideFieldOfViewd,
     LabelValuesToChannelsd,
     SaveOverlayd,
@@ -67,6 +68,7 @@ __all__ = [
     "LabelForMonaiLabeld",
     "LoadScand",
     "LogitsToLabelsd",
+    "OneHotForMetricsd",
     "ProbabilitiesToLabelsd",
     "labels_from_probabilities",
     "OUTPUT_RULES",
@@ -86,7 +88,8 @@ __all__ = [
     "parse_intensity",
     "read_scan",
     "readable_scans",
-    "AddBackgroundChanneld",
+    "scan_postprocessing",
+    "scan_preprocessing",
     "DATALIST_NAME",
     "IMAGE_SUFFIXES",
     "LabelValuesToChannelsd",

@@ -16,7 +16,6 @@ from .scan_io import scan_stem
 from .visualize import overlay_masks
 
 __all__ = [
-    "AddBackgroundChanneld",
     "ClearOutsideFieldOfViewd",
     "LabelValuesToChannelsd",
     "SelectFieldOfViewd",
@@ -47,26 +46,6 @@ class LabelValuesToChannelsd(MapTransform):
             channels = [torch.isin(label[0], torch.tensor(g, device=label.device)) for g in self.groups]
             # convert_to_dst_type keeps the MetaTensor type and its metadata (affine, file name)
             d[key] = convert_to_dst_type(torch.stack(channels), dst=label, dtype=torch.float32)[0]
-        return d
-
-
-class AddBackgroundChanneld(MapTransform):
-    """Class probabilities (``K×…``, independent sigmoids) → ``(K+1)×…`` with a constant background channel 0.
-
-    ``AsDiscreted(argmax=True)`` afterwards gives each pixel the most probable class, or background where no class
-    reaches ``threshold`` (S-SAM's 0.5 rule for per-class sigmoid outputs).
-    """
-
-    def __init__(self, keys: KeysCollection, threshold: float = 0.5, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.threshold = threshold
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            probabilities = d[key]
-            background = torch.full_like(probabilities[:1], self.threshold)
-            d[key] = torch.cat([background, probabilities], dim=0)
         return d
 
 
@@ -147,6 +126,8 @@ class SaveOverlayd(MapTransform):
         image_key: the image (``C×H×W``, intensities 0-1).
         output_dir: folder; the file is ``<input file stem>_overlay.png``.
         label_key: optional ground truth, drawn as an outline in white.
+        include_background: whether channel 0 of the prediction and the ground truth is drawn; it is not when it is
+            the background channel of :class:`~common.data.OneHotForMetricsd`'s channels (the default).
         reverse_indexing: the arrays are indexed (x, y), as MONAI's ``PILReader`` and ``ITKReader`` load 2D files by
             default, so the picture is transposed back to the file's rows and columns (as ``PILWriter`` does).
     """
@@ -158,10 +139,12 @@ class SaveOverlayd(MapTransform):
         output_dir: str | os.PathLike = "./overlays",
         label_key: str | None = None,
         reverse_indexing: bool = True,
+        include_background: bool = False,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.reverse_indexing = reverse_indexing
+        self.first_channel = 0 if include_background else 1
         self.image_key = image_key
         self.output_dir = Path(output_dir)
         self.label_key = label_key
@@ -173,10 +156,10 @@ class SaveOverlayd(MapTransform):
         image = d[self.image_key]
         stem = scan_stem(image)
         for key in self.key_iterator(d):
-            label = None if self.label_key is None else np.asarray(torch.as_tensor(d[self.label_key]).cpu())
-            picture = overlay_masks(
-                np.asarray(torch.as_tensor(image).cpu()), np.asarray(torch.as_tensor(d[key]).cpu()), label
-            )
+            first = self.first_channel
+            label = None if self.label_key is None else np.asarray(torch.as_tensor(d[self.label_key]).cpu())[first:]
+            masks = np.asarray(torch.as_tensor(d[key]).cpu())[first:]
+            picture = overlay_masks(np.asarray(torch.as_tensor(image).cpu()), masks, label)
             if self.reverse_indexing:
                 picture = picture.transpose(1, 0, 2)
             self.output_dir.mkdir(parents=True, exist_ok=True)

@@ -72,9 +72,11 @@ def test_top1_routing_sends_each_sample_through_exactly_its_expert():
 
 
 @pytest.mark.parametrize("scale_by_gate", [False, True])
-def test_inference_runs_every_expert_and_keeps_the_routed_one_exactly(scale_by_gate):
-    """Outside training the experts run densely (exportable, no data-dependent indexing): the same values as the
-    sparse training path for the same routing."""
+def test_export_runs_every_expert_and_keeps_the_routed_one_exactly(scale_by_gate, monkeypatch):
+    """Traced or exported, the experts run densely (no data-dependent indexing): the same values as the sparse path
+    that training and inference run for the same routing; outside export only the routed experts run."""
+    from common.adapters import conv_lora
+
     layer = _layer(scale_by_gate=scale_by_gate)
     with torch.no_grad():
         for conv in layer.experts:
@@ -83,10 +85,15 @@ def test_inference_runs_every_expert_and_keeps_the_routed_one_exactly(scale_by_g
     grid = torch.randn(6, 3, 5, 5)
     index = torch.tensor([0, 7, 3, 3, 1, 5])
     gate = torch.rand(6)
-    layer.train()
-    sparse = layer._experts(grid, index, gate)
+    calls = []
+    expert = layer._expert
+    monkeypatch.setattr(layer, "_expert", lambda number, x: (calls.append(number), expert(number, x))[1])
     layer.eval()
+    sparse = layer._experts(grid, index, gate)
+    assert sorted(calls) == [0, 1, 3, 5, 7]  # each routed expert once, on its own samples
+    monkeypatch.setattr(conv_lora, "_exporting", lambda: True)
     dense = layer._experts(grid, index, gate)
+    assert len(calls) == 5 + layer.num_experts
     assert torch.allclose(dense, sparse, atol=1e-6) and sparse.abs().sum() > 0
 
 

@@ -22,6 +22,12 @@ def coefficient_of_variation_squared(values: torch.Tensor, eps: float = 1e-10) -
     return values.var() / (values.mean() ** 2 + eps)
 
 
+def _exporting() -> bool:
+    """Whether the network is being traced or exported (TorchScript tracing, ``torch.export``, ONNX), where
+    data-dependent indexing cannot be recorded."""
+    return torch.jit.is_tracing() or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
+
+
 class ConvLoraLinear(AdapterLayer):
     """``y = W₀x + b + (alpha/rank) · B(z + E_k(z))`` with ``z = A(dropout(x))`` laid out on its token grid.
 
@@ -165,14 +171,15 @@ class ConvLoraLinear(AdapterLayer):
         return x
 
     def _experts(self, grid: torch.Tensor, index: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        if not self.training:
+        if _exporting():
             # every expert on every sample, the chosen one kept by a one-hot weight: no data-dependent indexing, so
-            # the network exports (torch.export, ONNX); the experts are rank-r convolutions, cheap to run all. Same
-            # values as the sparse path (the other experts are multiplied by exact zeros).
+            # the network traces and exports (TorchScript, torch.export, ONNX). Same values as the sparse path (the
+            # other experts are multiplied by exact zeros), at the cost of all experts: scale 8 alone resizes the
+            # grid to 64 times its area, which made a whole-brain scan's two boxes take half again as long.
             weights = F.one_hot(index, self.num_experts).to(grid.dtype)
             weights = weights * gate[:, None] if self.scale_by_gate else weights
             return sum(self._expert(e, grid) * weights[:, e, None, None, None] for e in range(self.num_experts))
-        # training: each expert runs on the samples routed to it only (the others get no gradient from it)
+        # each expert runs on the samples routed to it only (in training the others get no gradient from it)
         out = torch.zeros_like(grid)
         for e in range(self.num_experts):
             rows = torch.nonzero(index == e, as_tuple=True)[0]

@@ -273,25 +273,17 @@ def adapt_lora(
 ) -> dict:
     """LoRA on slices of the embedded training volumes, Dice on the held-out volumes' slices before and after;
     writes ``output_dir`` (``overlay.png``, ``segmentations/``, ``adapter.pt``) and returns its metrics."""
-    from monai.data import DataLoader, Dataset
     from monai.utils import set_determinism
 
     from common.adapters import LoraConfig, configure_trainable, inject_adapters, save_adapter_checkpoint
     from common.backbones import default_checkpoint, get_backbone_spec, sha256sum
-    from common.data import load_datalist
     from common.networks import SamSegmentationNet
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     set_determinism(seed=seed)
     torch_device = torch.device(device)
-    train_files = _slice_pictures(load_datalist(SAMPLES, "training"), out / "data" / "training")
-    test_files = _slice_pictures(load_datalist(SAMPLES, "testing"), out / "data" / "testing")
-    logger.info("LoRA adaptation: %d training slices, %d held-out slices", len(train_files), len(test_files))
-    train_loader = DataLoader(
-        Dataset(train_files, _transforms(train=True)), batch_size=batch_size, shuffle=True, num_workers=0
-    )
-    test_loader = DataLoader(Dataset(test_files, _transforms(train=False)), batch_size=1, num_workers=0)
+    train_files, test_files, train_loader, test_loader = _slice_loaders(out, batch_size)
 
     checkpoint = default_checkpoint(backbone)
     size = input_size if input_size and get_backbone_spec(backbone).resizable else None
@@ -315,7 +307,7 @@ def adapt_lora(
     )
     _write_adaptation_pictures(out, test_files, images, labels, zero_shot, adapted_pred, dice_before, dice_after)
     adapter_path = save_adapter_checkpoint(network, out / "adapter.pt")
-    return {
+    summary = {
         "backbone": backbone,
         "backbone_checkpoint": checkpoint,
         "backbone_checkpoint_sha256": sha256sum(checkpoint) if checkpoint else None,
@@ -323,23 +315,44 @@ def adapt_lora(
         "prompt_mode": "none (prompt-free)",
         "training_slices": len(train_files),
         "test_slices": [Path(item["image"]).name for item in test_files],
+    }
+    return {**summary, **_adaptation_metrics(dice_before, dice_after, report, rank, alpha, len(adapted)),
+            "adapter_checkpoint_bytes": adapter_path.stat().st_size, "iterations": iterations_done,
+            "batch_size": batch_size, "loss_first": losses[0] if losses else None,
+            "loss_last": losses[-1] if losses else None, "train_seconds": round(train_seconds, 1)}  # fmt: skip
+
+
+def _slice_loaders(out: Path, batch_size: int):
+    """The sample volumes' slices written as pictures under ``out/data``: training and held-out file lists and
+    their loaders (training shuffled, held-out one at a time)."""
+    from monai.data import DataLoader, Dataset
+
+    from common.data import load_datalist
+
+    train_files = _slice_pictures(load_datalist(SAMPLES, "training"), out / "data" / "training")
+    test_files = _slice_pictures(load_datalist(SAMPLES, "testing"), out / "data" / "testing")
+    logger.info("LoRA adaptation: %d training slices, %d held-out slices", len(train_files), len(test_files))
+    train_loader = DataLoader(
+        Dataset(train_files, _transforms(train=True)), batch_size=batch_size, shuffle=True, num_workers=0
+    )
+    test_loader = DataLoader(Dataset(test_files, _transforms(train=False)), batch_size=1, num_workers=0)
+    return train_files, test_files, train_loader, test_loader
+
+
+def _adaptation_metrics(dice_before: list, dice_after: list, report, rank: int, alpha: float, layers: int) -> dict:
+    """Dice before and after adaptation, per held-out slice and on average, and what was trained."""
+    return {
         "dice_zero_shot": dice_before,
         "dice_adapted": dice_after,
         "mean_dice_zero_shot": float(np.mean(dice_before)),
         "mean_dice_adapted": float(np.mean(dice_after)),
-        "lora": {"rank": rank, "alpha": alpha, "layers": len(adapted)},
+        "lora": {"rank": rank, "alpha": alpha, "layers": layers},
         "parameters": {
             "total": report.total,
             "trainable": report.trainable,
             "groups": report.groups,
             "trainable_share": report.trainable_share,
         },
-        "adapter_checkpoint_bytes": adapter_path.stat().st_size,
-        "iterations": iterations_done,
-        "batch_size": batch_size,
-        "loss_first": losses[0] if losses else None,
-        "loss_last": losses[-1] if losses else None,
-        "train_seconds": round(train_seconds, 1),
     }
 
 

@@ -486,7 +486,7 @@ def write_report(result: dict, output: Path) -> str:
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
+def _argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m common.benchmark.experiments.cpu_speed", description=__doc__.split("\n")[0]
     )
@@ -538,6 +538,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--output", default="docs/cpu_speed", help="report path without suffix (default docs/cpu_speed)"
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _argument_parser()
     settings = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stdout)
     if os.environ.get(PRECISION_ENV):
@@ -546,6 +551,29 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--accuracy_only needs --continue_from (the run to keep) and --accuracy_iterations")
     work = Path(settings.work_dir or tempfile.mkdtemp(prefix="cpu_speed-"))
     data = {name: prepare_dataset(name, data_root(settings.data_root), work / name) for name in DATASETS}
+    earlier = json.loads(Path(settings.continue_from).read_text()) if settings.continue_from else None
+    result = _new_result(argv, settings, earlier)
+    if settings.accuracy_only:
+        return _accuracy_only(result, earlier, data["msd_hippocampus"], settings)
+    _flush(result, settings)
+    _measure_training_rows(result, data, settings)
+    _measure_flops(result, data["msd_hippocampus"])
+    _measure_segmentation(result, data["msd_hippocampus"])
+    print(write_report(result, Path(settings.output)))  # written now too: the accuracy pair takes long
+    if settings.accuracy_iterations:
+        result["accuracy"] = _accuracy_pair(
+            data["msd_hippocampus"], settings.accuracy_method, settings.accuracy_iterations,
+            settings.accuracy_input_size, settings.accuracy_val_cases, settings.accuracy_val_every,
+            settings.accuracy_seed, settings.accuracy_control_threads,
+        )
+    print(write_report(result, Path(settings.output)))
+    Path(settings.output).with_suffix(".partial.json").unlink(missing_ok=True)
+    return 0
+
+
+def _new_result(argv: list[str] | None, settings: argparse.Namespace, earlier: dict | None) -> dict:
+    """The report's header (date, hardware, command, CPU peak) and the zero-shot rows, or those of ``earlier``, the
+    run this one continues."""
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "hardware": f"{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
@@ -556,7 +584,6 @@ def main(argv: list[str] | None = None) -> int:
         "training": [],
         "flops": [],
     }
-    earlier = json.loads(Path(settings.continue_from).read_text()) if settings.continue_from else None
     if earlier:
         result["zero_shot"] = earlier["zero_shot"]
         result["training"] = earlier["training"]
@@ -567,9 +594,12 @@ def main(argv: list[str] | None = None) -> int:
         }
     else:
         result["zero_shot"] = zero_shot_box_dice(data_root(settings.data_root) / "msd_hippocampus", (256, 192, 128))
-    if settings.accuracy_only:
-        return _accuracy_only(result, earlier, data["msd_hippocampus"], settings)
-    _flush(result, settings)
+    return result
+
+
+def _measure_training_rows(result: dict, data: dict[str, Path], settings: argparse.Namespace) -> None:
+    """Seconds per training iteration of each row not measured yet, on today's and the fast path; flushed after
+    every row."""
     for name, method, dataset, sizes, row_overrides in TRAINING_ROWS:
         if settings.rows and f"{method}:{dataset}" not in settings.rows:
             continue
@@ -584,10 +614,13 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("%s", row[f"{path}_{size}"])
         result["training"].append(row)
         _flush(result, settings)
+
+
+def _measure_flops(result: dict, hippocampus: Path) -> None:
+    """Achieved GFLOP/s of SAM2LoRA's hippocampus training step at each size its rows were timed at."""
     for size in (256, 128):
         if not any(f"fast_{size}" in row and row["dataset"] == "msd_hippocampus" for row in result["training"]):
             continue
-        hippocampus = data["msd_hippocampus"]
         flops, samples = training_step_flops("sam2lora", "msd_hippocampus", hippocampus, {"input_size": size})
         row = next(r for r in result["training"] if r["method"] == "sam2lora" and r["dataset"] == "msd_hippocampus")
         for path in ("today", "fast") if size == 256 else ("fast",):
@@ -598,25 +631,19 @@ def main(argv: list[str] | None = None) -> int:
                 "name": f"SAM2LoRA hippocampus, {path} {size}², {samples} slices ({precision})",
                 "gflop": flops / 1e9, "seconds": seconds, "gflops": flops / 1e9 / seconds,
             })  # fmt: skip
-    volume = sorted(json.loads((data["msd_hippocampus"] / "datalist.json").read_text())["testing"], key=str)[0]
-    volume_path = (data["msd_hippocampus"] / volume["image"]).resolve()
+
+
+def _measure_segmentation(result: dict, hippocampus: Path) -> None:
+    """Seconds to segment the first test volume on each segmentation path."""
     import nibabel
 
+    volume = sorted(json.loads((hippocampus / "datalist.json").read_text())["testing"], key=str)[0]
+    volume_path = (hippocampus / volume["image"]).resolve()
     result["segment"] = {"volume": volume_path.name, "shape": "×".join(map(str, nibabel.load(volume_path).shape))}
     for key, overrides in SEGMENT_PATHS.items():
         with released_memory_layout(key == "today"):
             result["segment"][key] = segment_volume_seconds(volume_path, overrides)
         logger.info("segment %s: %s", key, result["segment"][key])
-    print(write_report(result, Path(settings.output)))  # written now too: the accuracy pair takes long
-    if settings.accuracy_iterations:
-        result["accuracy"] = _accuracy_pair(
-            data["msd_hippocampus"], settings.accuracy_method, settings.accuracy_iterations,
-            settings.accuracy_input_size, settings.accuracy_val_cases, settings.accuracy_val_every,
-            settings.accuracy_seed, settings.accuracy_control_threads,
-        )
-    print(write_report(result, Path(settings.output)))
-    Path(settings.output).with_suffix(".partial.json").unlink(missing_ok=True)
-    return 0
 
 
 def _accuracy_only(result: dict, earlier: dict, hippocampus: Path, settings: argparse.Namespace) -> int:

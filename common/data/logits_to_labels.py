@@ -14,6 +14,7 @@ __all__ = [
     "OUTPUT_RULES",
     "LogitsToLabelsd",
     "ProbabilitiesToLabelsd",
+    "checked_rule",
     "labels_from_probabilities",
     "output_rule_of",
     "sigmoid_rule",
@@ -34,6 +35,13 @@ def output_rule_of(network: nn.Module) -> str:
         )
     if rule not in OUTPUT_RULES:
         raise ValueError(f"{type(inner).__name__}.output_rule must be one of {', '.join(OUTPUT_RULES)}, got {rule!r}")
+    return rule
+
+
+def checked_rule(rule: str) -> str:
+    """``rule`` if it is one of :data:`OUTPUT_RULES`; a ValueError naming them otherwise."""
+    if rule not in OUTPUT_RULES:
+        raise ValueError(f"rule must be one of {', '.join(OUTPUT_RULES)}, got {rule!r}")
     return rule
 
 
@@ -71,9 +79,7 @@ class LogitsToLabelsd(MapTransform):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        if rule not in OUTPUT_RULES:
-            raise ValueError(f"rule must be one of {', '.join(OUTPUT_RULES)}, got {rule!r}")
-        self.rule = rule
+        self.rule = checked_rule(rule)
         self.threshold = threshold
         self.probabilities_key = probabilities_key
 
@@ -90,9 +96,7 @@ class LogitsToLabelsd(MapTransform):
 
 def labels_from_probabilities(probabilities: torch.Tensor, rule: str, threshold: float = 0.5) -> torch.Tensor:
     """``1×…`` uint8 label map of ``K×…`` probabilities by one of :data:`OUTPUT_RULES` (see :class:`LogitsToLabelsd`)."""
-    if rule not in OUTPUT_RULES:
-        raise ValueError(f"rule must be one of {', '.join(OUTPUT_RULES)}, got {rule!r}")
-    if rule == "softmax":
+    if checked_rule(rule) == "softmax":
         labels = probabilities.argmax(dim=0, keepdim=True)
     elif rule == "sigmoid_sum":
         labels = (probabilities > threshold).sum(dim=0, keepdim=True)
@@ -126,10 +130,8 @@ class ProbabilitiesToLabelsd(MapTransform):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        if rule not in OUTPUT_RULES:
-            raise ValueError(f"rule must be one of {', '.join(OUTPUT_RULES)}, got {rule!r}")
         self.labels_key = labels_key
-        self.rule = rule
+        self.rule = checked_rule(rule)
         self.threshold = threshold
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:

@@ -10,7 +10,7 @@ from monai.networks.utils import one_hot
 from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type
 
-from .logits_to_labels import OUTPUT_RULES, labels_from_probabilities
+from .logits_to_labels import checked_rule, labels_from_probabilities
 
 __all__ = ["OneHotForMetricsd"]
 
@@ -45,9 +45,7 @@ class OneHotForMetricsd(MapTransform):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        if rule not in OUTPUT_RULES:
-            raise ValueError(f"rule must be one of {', '.join(OUTPUT_RULES)}, got {rule!r}")
-        self.rule = rule
+        self.rule = checked_rule(rule)
         self.label_key = label_key
         self.threshold = threshold
 

@@ -121,11 +121,12 @@ def _written(run_dir, stem, ext):
 
 
 @needs_data
+@pytest.mark.skipif(not (DATA_ROOT / "hrf_av").is_dir(), reason=f"HRF not found under {DATA_ROOT}")
 def test_accuracy_command_on_chase_db1(tmp_path):
     code = accuracy.main(
         ["--dataset", "chase_db1", "--methods", "sam2lora", "unet", "--backbone", "sam_vit_test", "--iterations", "4",
          "--val_every", "2", "--max_val_cases", "1", "--max_test_cases", "2", "--overlays", "1", "--num_workers", "0",
-         "--output_dir", str(tmp_path)]
+         "--cross_camera", "hrf_av", "--output_dir", str(tmp_path)]
     )  # fmt: skip
     assert code == 0
     out = tmp_path / "chase_db1"
@@ -161,6 +162,23 @@ def test_accuracy_command_on_chase_db1(tmp_path):
             assert metrics["dice"] == pytest.approx(dice)
             assert 0 <= metrics["auc"] <= 1
     assert json.loads((out / "unet_sam_vit_test" / "metrics.json").read_text())["training"]["total_parameters"] > 10**6
+    # the other camera's test pictures, through common.segment with each run's weights, scored at their own size
+    from common.benchmark.cross_camera import camera_cases
+
+    hrf = {case["name"]: case for case in camera_cases("hrf_av", DATA_ROOT, "test")[:2]}
+    for method in ("sam2lora", "unet"):
+        run = out / f"{method}_sam_vit_test"
+        cross = json.loads((run / "metrics.json").read_text())["cross_camera"]
+        assert cross["dataset"] == "hrf_av" and [row["case"] for row in cross["per_case"]] == list(hrf)
+        for row in cross["per_case"]:
+            case = hrf[row["case"]]
+            pred = np.asarray(Image.open(run / "cross_camera_hrf_av" / "out" / f"{row['case']}_seg.png")) > 0
+            assert pred.shape == case["truth"].shape == (2336, 3504)  # written back at the picture's own size
+            inside = case["fov"]
+            dice = 2 * (pred & case["truth"] & inside).sum() / ((pred & inside).sum() + (case["truth"] & inside).sum())
+            assert row["dice"] == pytest.approx(dice, abs=1e-4)
+        assert cross["mean"]["dice"] == pytest.approx(np.mean([row["dice"] for row in cross["per_case"]]), abs=1e-4)
+    assert summary.count("| hrf_av |") == 2 and "Dice change" in summary
     # methods run by separate (parallel) commands: the summary is rebuilt from the run folders alone
     (out / "summary.md").unlink()
     assert accuracy.main(["--dataset", "chase_db1", "--summary_only", "--output_dir", str(tmp_path)]) == 0

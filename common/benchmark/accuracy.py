@@ -13,7 +13,9 @@ Training is the bundle's own ``train.json`` (with the dataset's overlay configs,
 budget, backbone and folders overridden; the best validation checkpoint is evaluated through the bundle's own
 ``inference.json`` (whole pictures / whole slices, labels written in the input's geometry), and the metrics are
 computed from the written files by one function for all methods: Dice, AUC, sensitivity and specificity inside
-the field of view for CHASE_DB1 vessels; per-class 3D Dice and HD95 (mm) for the hippocampus. The baseline is a
+the field of view for CHASE_DB1 vessels; per-class 3D Dice and HD95 (mm) for the hippocampus. ``--cross_camera
+hrf_av`` also segments another camera's test pictures with each run's weights through ``common.segment`` and
+scores them the same way (the robustness table of ``summary.md``). The baseline is a
 MONAI ``UNet`` trained from scratch through SAM2LoRA's configs (same transforms, input size, loss without the IoU
 term, budget), wrapped in :class:`common.networks.ResizedInputNet` so that inference feeds it like the SAM networks.
 """
@@ -37,6 +39,7 @@ import torch
 
 from common.backbones import BACKBONES
 from common.metrics import vessel_metrics, volume_metrics
+from common.benchmark.cross_camera import CAMERAS
 from common.benchmark.pictures import save_learning_curve, truth_overlay
 from common.cli import bundles_folder, config_override
 from common.cli import data_root as find_data_root
@@ -51,6 +54,9 @@ logger = logging.getLogger("common.benchmark.accuracy")
 
 HIPPOCAMPUS_LABELS = {"1": "anterior hippocampus", "2": "posterior hippocampus"}
 VESSEL_LABELS = {"1": "retinal vessel"}
+#: CHASE_DB1's field of view is 919 pixels across (the SAM2LoRA bundle's ``fov_diameter``); the pooled set is
+#: trained at the same scale
+CHASE_DB1_FOV_DIAMETER = 919
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,8 @@ class DatasetSpec:
     ``native_resolution``: pictures larger than the backbone input are trained on native-resolution crops (every
     bundle's ``native_patches.json``) and segmented in native-resolution windows (``window_size``); ``pooled``:
     fundus layouts (:data:`common.datasets.fundus.FUNDUS_DATASETS`, each in the folder of its name) whose published
-    splits are pooled, the test metrics also reported per layout."""
+    splits are pooled, the test metrics also reported per layout; ``fov_diameter``: the field-of-view diameter
+    (pixels) of the training pictures, to which ``--cross_camera`` resamples another camera's pictures."""
 
     folder: str
     kind: str
@@ -68,6 +75,7 @@ class DatasetSpec:
     description: str
     native_resolution: bool = False
     pooled: tuple[str, ...] = ()
+    fov_diameter: float | None = None
 
     @property
     def folders(self) -> tuple[str, ...]:
@@ -84,6 +92,7 @@ DATASETS = {
         "CHASE_DB1 vessels: children 1-10 (images 1-20) train with 2 of them held out for validation, children 11-14 "
         "(images 21-28) test; first observer; metrics inside the field of view",
         native_resolution=True,
+        fov_diameter=CHASE_DB1_FOV_DIAMETER,
     ),
     "chase_db1_hrf_av": DatasetSpec(
         "chase_db1",
@@ -95,6 +104,7 @@ DATASETS = {
         "the field of view, also per camera",
         native_resolution=True,
         pooled=("chase_db1", "hrf_av"),
+        fov_diameter=CHASE_DB1_FOV_DIAMETER,
     ),
     "msd_hippocampus": DatasetSpec(
         "msd_hippocampus",
@@ -456,6 +466,40 @@ def predict(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: 
     return time.perf_counter() - started
 
 
+def cross_camera_test(
+    method: str, dataset: str, run_dir: Path, data_dir: Path, settings: argparse.Namespace
+) -> dict:
+    """Segment the test pictures of another camera (``settings.cross_camera``) as a user would: through
+    ``common.segment`` with the run's bundle copy, the dataset's inference configs and the trained weights, each
+    picture's field of view resampled to the training pictures' diameter (:attr:`DatasetSpec.fov_diameter`, the
+    same for every method) and its labels thresholded at the picture's own size; scored inside that camera's FOV
+    masks (:func:`common.benchmark.cross_camera.score_bundle`). Returns ``{"dataset", "camera", "mean",
+    "per_case"}``."""
+    from common.benchmark.cross_camera import camera_cases, mean_of_cases, score_bundle
+    from common.cli import unknown_config_id
+
+    camera = settings.cross_camera
+    bundle_dir = run_dir / "bundle"
+    inference = declared_configs(bundle_dir, dataset)[1]
+    wanted = {
+        **_run_overrides(method, dataset, run_dir, data_dir, settings),
+        "fov_diameter": DATASETS[dataset].fov_diameter,
+        "labels_at_input_size": True,
+    }
+    if _native(dataset, settings):
+        wanted["window_size"] = "$@network.input_size"  # the crop size native_patches.json trained on
+    declared = _read_configs(bundle_dir, inference, {})
+    # --set values for training only (learning_rate, ...) are not inference settings: common.segment would refuse them
+    overrides = {key: value for key, value in wanted.items() if unknown_config_id(declared, key) is None}
+    cases = camera_cases(camera, Path(settings.data_root), "test")[: settings.max_test_cases]
+    logger.info("%s: segmenting %d %s test pictures (another camera)", method, len(cases), camera)
+    rows = score_bundle(
+        bundle_dir, cases, run_dir / f"cross_camera_{camera}", overrides=overrides,
+        configs=tuple(name for name in inference if name != "inference.json"),  # common.segment reads it first
+    )
+    return {"dataset": camera, "camera": CAMERAS[camera][2], "mean": mean_of_cases(rows), "per_case": rows}
+
+
 def _read_picture(path: Path) -> np.ndarray:
     from PIL import Image
 
@@ -574,6 +618,9 @@ def run_accuracy(method: str, dataset: str, output_dir: Path, settings: argparse
         )
         predict_seconds = predict(method, dataset, run_dir, data_dir, settings)
         evaluation = evaluate(dataset, run_dir, data_dir, settings)
+        cross_camera = None
+        if settings.cross_camera:
+            cross_camera = cross_camera_test(method, dataset, run_dir, data_dir, settings)
     except Exception as error:
         logger.exception("%s on %s failed: %s", method, dataset, error)  # into run.log as well
         raise
@@ -611,6 +658,7 @@ def run_accuracy(method: str, dataset: str, output_dir: Path, settings: argparse
         "mean": evaluation["mean"],
         **({"mean_by_dataset": evaluation["mean_by_dataset"]} if "mean_by_dataset" in evaluation else {}),
         "per_case": evaluation["per_case"],
+        **({"cross_camera": cross_camera} if cross_camera else {}),
         "learning_curve": curve,
         "hardware": hardware(),
         "date": datetime.date.today().isoformat(),
@@ -674,6 +722,7 @@ def write_summary(output_dir: Path) -> str:
                 f"{part['sensitivity']:.4f} | {part['specificity']:.4f} |"
             )
     first = results[0] if results else {}
+    crossed = _cross_camera_rows(results)
     facts = sorted({f"{r['hardware']}, {r['date']}: `{r['command']}`" for r in results})
     text = "\n".join(
         [
@@ -686,6 +735,7 @@ def write_summary(output_dir: Path) -> str:
             header,
             "|" + "---|" * (header.count("|") - 1),
             *rows,
+            *crossed,
             "",
             "Runs:",
             "",
@@ -699,6 +749,34 @@ def write_summary(output_dir: Path) -> str:
         + "\n"
     )
     return text
+
+
+def _cross_camera_rows(results: list[dict]) -> list[str]:
+    """Markdown lines of the runs' ``--cross_camera`` tests beside their in-domain test: the same methods on
+    pictures of another camera, and what they lose (empty when no run has one)."""
+    rows = []
+    for r in results:
+        if "cross_camera" not in r:
+            continue
+        home, away = r["mean"], r["cross_camera"]["mean"]
+        rows.append(
+            f"| {r['method']} | {r['cross_camera']['dataset']} | {home['dice']:.4f} / {home['auc']:.4f} | "
+            f"{away['dice']:.4f} / {away['auc']:.4f} | {away['sensitivity']:.4f} | {away['specificity']:.4f} | "
+            f"{away['dice'] - home['dice']:+.4f} | {away['auc'] - home['auc']:+.4f} |"
+        )
+    if not rows:
+        return []
+    return [
+        "",
+        "Another camera's test pictures, segmented through `common.segment` with each run's weights (field of view "
+        "resampled to the training pictures' diameter, labels thresholded at each picture's size), metrics inside "
+        "the field of view:",
+        "",
+        "| method | other camera | in-domain Dice / AUC | other camera Dice / AUC | sensitivity | specificity | "
+        "Dice change | AUC change |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
 
 
 def _argument_parser() -> argparse.ArgumentParser:
@@ -765,6 +843,13 @@ def _argument_parser() -> argparse.ArgumentParser:
         "test stay whole",
     )
     parser.add_argument("--subset_seed", type=int, default=0, help="seed of the --labelled_cases draw (default 0)")
+    parser.add_argument(
+        "--cross_camera",
+        default=None,
+        choices=sorted(CAMERAS),
+        help="fundus datasets: after the in-domain test, also segment this camera's test pictures through "
+        "common.segment (field of view resampled to the training pictures') and score them",
+    )
     parser.add_argument("--output_dir", required=True)
     parser.add_argument(
         "--summary_only",
@@ -782,6 +867,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--iterations must be at least 1")
     if settings.labelled_cases is not None and settings.labelled_cases < 1:
         parser.error("--labelled_cases must be at least 1")
+    if settings.cross_camera and DATASETS[settings.dataset].fov_diameter is None:
+        fundus = ", ".join(name for name, spec in DATASETS.items() if spec.fov_diameter)
+        parser.error(f"--cross_camera tests fundus pictures: --dataset must be one of {fundus}")
     settings.overrides = dict(settings.set)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stdout)
     output_dir = Path(settings.output_dir) / settings.dataset
@@ -795,6 +883,9 @@ def main(argv: list[str] | None = None) -> int:
         settings.data_root = str(find_data_root(settings.data_root))
         settings.bundles = str(bundles_folder(settings.bundles))
         dataset_source(settings.dataset, Path(settings.data_root))
+        other_camera = settings.cross_camera and Path(settings.data_root) / CAMERAS[settings.cross_camera][0]
+        if other_camera and not other_camera.is_dir():
+            raise FileNotFoundError(f"--cross_camera: {other_camera} not found: give --data_root")
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

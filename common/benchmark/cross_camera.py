@@ -25,7 +25,7 @@ from PIL import Image
 
 from common.cli import config_override, data_root
 
-__all__ = ["CAMERAS", "camera_cases", "score_bundle", "main"]
+__all__ = ["CAMERAS", "camera_cases", "mean_of_cases", "score_bundle", "main"]
 
 #: dataset name → (folder under the data root, published layout reader in common.datasets.fundus, camera)
 CAMERAS = {
@@ -53,9 +53,15 @@ def camera_cases(dataset: str, data_root: Path, split: str) -> list[dict]:
 
 
 def score_bundle(
-    bundle: Path, cases: list[dict], work_dir: Path, weights: Path | None = None, overrides: dict | None = None
+    bundle: Path,
+    cases: list[dict],
+    work_dir: Path,
+    weights: Path | None = None,
+    overrides: dict | None = None,
+    configs: tuple[str, ...] = (),
 ) -> list[dict]:
-    """Segment each case with the bundle (probabilities written) and score it; one dict of metrics per case."""
+    """Segment each case with the bundle (``inference.json``, then ``configs`` of its ``configs/`` folder;
+    probabilities written) and score it; one dict of metrics per case."""
     from common.metrics import vessel_metrics
     from common.segment import segment_scans
 
@@ -68,7 +74,7 @@ def score_bundle(
         out = work_dir / "out"
         started = time.perf_counter()
         results = segment_scans(
-            bundle, picture, out, weights, (), {**(overrides or {}), "save_probabilities": True}, progress=False
+            bundle, picture, out, weights, configs, {**(overrides or {}), "save_probabilities": True}, progress=False
         )
         seconds = time.perf_counter() - started
         if results.get(str(picture)) != "ok":
@@ -99,7 +105,8 @@ def _dice_by_threshold(probability: np.ndarray, case: dict) -> dict[str, float]:
     return dice
 
 
-def _summary(rows: list[dict]) -> dict:
+def mean_of_cases(rows: list[dict]) -> dict:
+    """Means of :func:`score_bundle`'s rows: Dice, AUC, sensitivity, specificity, seconds, Dice per threshold."""
     keys = ("dice", "auc", "sensitivity", "specificity", "seconds")
     summary = {key: round(float(np.mean([row[key] for row in rows])), 4) for key in keys}
     summary["dice_by_threshold"] = {
@@ -148,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
         "bundle": str(args.bundle), "dataset": args.dataset, "camera": CAMERAS[args.dataset][2],
-        "split": args.split, "configuration": label, "mean": _summary(rows), "cases": rows,
+        "split": args.split, "configuration": label, "mean": mean_of_cases(rows), "cases": rows,
     }  # fmt: skip
     args.output_dir.mkdir(parents=True, exist_ok=True)
     stem = args.output_dir / f"{args.dataset}_{args.split}"

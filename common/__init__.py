@@ -11,4 +11,21 @@ Sub-packages:
     metrics: segmentation metrics (MONAI handlers and per-case metrics).
 """
 
+import importlib
+from types import ModuleType
+
 __version__ = "0.1.0"
+
+_SUBMODULES = (
+    "adapters", "backbones", "benchmark", "cli", "data", "datasets", "engines", "export_merged", "losses", "metrics",
+    "monai_label", "networks", "package_bundle", "quickstart", "samples", "segment", "text_encoders", "zoo_check",
+)
+
+
+def __getattr__(name: str) -> ModuleType:
+    # Sub-packages load on first use, so that a bundle config needs only ``$import common`` to write
+    # ``common.data.X`` (MONAI evaluates config expressions with the imported names only), and a console script
+    # that needs one sub-package does not import the others.
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

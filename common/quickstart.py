@@ -287,7 +287,7 @@ def adapt_lora(
 
     checkpoint = default_checkpoint(backbone)
     size = input_size if input_size and get_backbone_spec(backbone).resizable else None
-    network = SamSegmentationNet(backbone, checkpoint=checkpoint, image_size=size).to(torch_device)
+    network = SamSegmentationNet(backbone, checkpoint=checkpoint, input_size=size).to(torch_device)
     logger.info("backbone %s at %d² (%s)", backbone, network.input_size,
                 "weights: " + checkpoint if checkpoint else "random weights")  # fmt: skip
 

@@ -93,19 +93,19 @@ def test_unknown_backbone_lists_the_choices():
         build_backbone("sam_vit_x", checkpoint=None)
 
 
-def test_image_size_changes_the_built_model():
-    model = build_backbone("sam_vit_test", image_size=64)
+def test_input_size_changes_the_built_model():
+    model = build_backbone("sam_vit_test", input_size=64)
     assert model.backbone_spec.input_size == 64
     assert model.image_encoder.pos_embed.shape[1:3] == (4, 4)
     assert model.prompt_encoder.image_embedding_size == (4, 4)
-    sam2 = build_backbone("sam2.1_hiera_test", image_size=64)
-    assert sam2.image_size == 64
-    small = build_backbone("litemedsam", checkpoint=None, image_size=128)
+    sam2 = build_backbone("sam2.1_hiera_test", input_size=64)
+    assert sam2.image_size == 64  # SAM2Base.image_size, the official attribute
+    small = build_backbone("litemedsam", checkpoint=None, input_size=128)
     assert small.backbone_spec.input_size == 128
     assert small.prompt_encoder.image_embedding_size == (32, 32)
     assert small.image_encoder(torch.rand(1, 3, 128, 128)).shape == (1, 256, 32, 32)
     with pytest.raises(ValueError, match="multiple of 4"):
-        build_backbone("litemedsam", checkpoint=None, image_size=130)
+        build_backbone("litemedsam", checkpoint=None, input_size=130)
 
 
 def test_default_checkpoints():

@@ -1,6 +1,6 @@
 """BALR-SAM bundle: files, metadata, and train → evaluate → infer via ConfigWorkflow: the default configuration
 (hippocampus MR volumes by slice sampling on LiteMedSAM, the shipped adapter's), the paper's binary 2D pictures
-(``paper.json``) and the Synapse CT configuration, plus the real hippocampus path with LiteMedSAM."""
+(``pictures_2d.json``) and the Synapse CT configuration, plus the real hippocampus path with LiteMedSAM."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ BUNDLE = REPO_ROOT / "bundles" / "balr_sam_segmentation"
 def test_bundle_files_metadata_and_large_files():
     check_bundle_files(
         BUNDLE,
-        ["paper.json", "paper_inference.json", "synapse.json", "synapse_inference.json", "merged_inference.json",
-         "native_patches.json"],
+        ["pictures_2d.json", "pictures_2d_inference.json", "isic2017.json", "isic2017_inference.json", "synapse.json",
+         "synapse_inference.json", "merged_inference.json", "native_patches.json"],
         "sam_vit_h",
     )
     train = json.loads((BUNDLE / "configs" / "train.json").read_text())
@@ -32,20 +32,20 @@ def test_bundle_files_metadata_and_large_files():
     # the network the evaluation and inference build must be the one training built
     assert train["network_def"] == inference["network_def"]
     assert all(train[k] == inference[k] for k in train["network_def"].values() if k.startswith("@") for k in [k[1:]])
-    # and so must each overlay pair: what the paper's and Synapse's training set, their inference sets alike
-    for overlay in ("paper", "synapse"):
+    # and so must each overlay pair: what an overlay sets for training, its inference overlay sets alike
+    for overlay in ("pictures_2d", "isic2017", "synapse"):
         trained = json.loads((BUNDLE / "configs" / f"{overlay}.json").read_text())
         served = json.loads((BUNDLE / "configs" / f"{overlay}_inference.json").read_text())
         for key in ("backbone", "input_size", "label_names"):
             assert trained.get(key, train[key]) == served.get(key, inference[key]), (overlay, key)
 
 
-def test_paper_binary_2d_train_evaluate_infer(bundle_copy, tmp_path):
+def test_binary_2d_pictures_train_evaluate_infer(bundle_copy, tmp_path):
     data = tmp_path / "data"
     make_synthetic_dataset(data, spatial_dims=2, num_classes=1, num_train=4, num_val=2, num_test=2)
     configs = bundle_copy / "configs"
     overrides = {"backbone": "sam_vit_test", "dataset_dir": str(data)}
-    train = bundle_workflow(configs, ["train.json", "paper.json"], "train", **overrides, max_epochs=2)
+    train = bundle_workflow(configs, ["train.json", "pictures_2d.json"], "train", **overrides, max_epochs=2)
     train.initialize()
     assert train.check_properties() == []
     net = train.parser.get_parsed_content("network")
@@ -62,13 +62,13 @@ def test_paper_binary_2d_train_evaluate_infer(bundle_copy, tmp_path):
     checkpoint = torch.load(bundle_copy / "models" / "model.pt", weights_only=True)
     assert any(".adapter_down" in k for k in checkpoint) and not any(k.endswith("qkv.weight") for k in checkpoint)
 
-    run_workflow(bundle_workflow(configs, ["train.json", "evaluate.json", "paper.json"], "train", **overrides))
+    run_workflow(bundle_workflow(configs, ["train.json", "evaluate.json", "pictures_2d.json"], "train", **overrides))
     metrics = dict(line.split(",") for line in (bundle_copy / "eval" / "metrics.csv").read_text().splitlines())
     assert set(metrics) == {"val_mean_dice", "val_mean_iou", "val_hd95"}
     assert len(list((bundle_copy / "eval" / "predictions").glob("*_seg.png"))) == 2
 
     out = tmp_path / "infer"
-    files = ["inference.json", "paper_inference.json"]
+    files = ["inference.json", "pictures_2d_inference.json"]
     run_workflow(bundle_workflow(configs, files, "infer", **overrides, output_dir=str(out)))
     masks = sorted(out.glob("*_seg.png"))
     assert len(masks) == 2
@@ -80,7 +80,7 @@ def test_ablation_switches_reach_the_network(bundle_copy, tmp_path):
     make_synthetic_dataset(data, spatial_dims=2, num_classes=1, num_train=2, num_val=1, num_test=1)
     workflow = bundle_workflow(
         bundle_copy / "configs",
-        ["train.json", "paper.json"],
+        ["train.json", "pictures_2d.json"],
         "train",
         backbone="sam_vit_test",
         dataset_dir=str(data),

@@ -16,7 +16,7 @@ HIPPOCAMPUS_DEFAULTS = ["balr_sam_segmentation", "conv_lora_sam_segmentation", "
 #: define must be the same in all four (parsed as JSON, without building anything)
 PER_BUNDLE_IDS = {
     "train.json": {
-        "dataset_dir", "imports", "input_size", "label_values", "load_transforms", "loss", "lr_scheduler",
+        "dataset_dir", "input_size", "label_values", "load_transforms", "loss", "lr_scheduler",
         "max_epochs", "network_def", "num_classes", "prediction_ext", "train#handlers", "train#preprocessing",
         "train#random_transforms", "train#trainer", "validate#additional_metrics", "validate#evaluator",
         "validate#inferer", "validate#key_metric", "validate#post_transforms", "validate#preprocessing",
@@ -104,11 +104,12 @@ def test_the_hippocampus_defaults_declare_one_dataset_and_one_input():
 #: (bundle, inference overlays on top of inference.json, extra settings) → the rule its network must declare
 OUTPUT_RULE_CASES = [
     ("balr_sam_segmentation", [], {}, "softmax"),
-    ("balr_sam_segmentation", ["paper_inference.json"], {}, "sigmoid_argmax"),
+    ("balr_sam_segmentation", ["pictures_2d_inference.json"], {}, "sigmoid_argmax"),
+    ("balr_sam_segmentation", ["pictures_2d_inference.json", "isic2017_inference.json"], {}, "sigmoid_argmax"),
     ("balr_sam_segmentation", ["synapse_inference.json"], {}, "softmax"),
     ("conv_lora_sam_segmentation", [], {}, "softmax"),
-    ("conv_lora_sam_segmentation", ["paper_inference.json"], {}, "sigmoid_argmax"),
-    ("conv_lora_sam_segmentation", ["paper_inference.json", "multiclass_2d_inference.json"], {}, "softmax"),
+    ("conv_lora_sam_segmentation", ["pictures_2d_inference.json"], {}, "sigmoid_argmax"),
+    ("conv_lora_sam_segmentation", ["pictures_2d_inference.json", "multiclass_2d_inference.json"], {}, "softmax"),
     ("s_sam_text_prompted_segmentation", [], {}, "sigmoid_argmax"),
     ("s_sam_text_prompted_segmentation", ["paper_inference.json"], {}, "sigmoid_argmax"),
     ("sam2lora_fundus_segmentation", [], {}, "sigmoid_argmax"),
@@ -166,6 +167,36 @@ def test_config_files_pass_the_model_zoo_formatting_hooks():
     for path in sorted((REPO_ROOT / "bundles").glob("*/configs/*.json")):
         text = path.read_text(encoding="utf-8")
         assert text.endswith("\n") and text.isascii(), path.relative_to(REPO_ROOT)
+
+
+def test_config_files_are_in_the_one_layout():
+    # one layout for every config (tests/config_format.py), so that a diff shows content, not line breaks
+    from config_format import format_config
+
+    for path in sorted((REPO_ROOT / "bundles").glob("*/configs/*.json")):
+        text = path.read_text(encoding="utf-8")
+        assert text == format_config(json.loads(text)), (
+            f"{path.relative_to(REPO_ROOT)}: run python tests/config_format.py {path.relative_to(REPO_ROOT)}"
+        )
+
+
+def test_the_layout_inlines_only_short_flat_values():
+    from config_format import format_config
+
+    config = {"a": {"_target_": "X", "keys": ["image", "label"]}, "b": {"c": {"d": 1}}, "e": list(range(5))}
+    assert format_config(config).splitlines() == [
+        "{",
+        '    "a": {"_target_": "X", "keys": ["image", "label"]},',
+        '    "b": {',
+        '        "c": {"d": 1}',
+        "    },",
+        '    "e": [',
+        *[f"        {i}," for i in range(4)],
+        "        4",
+        "    ]",
+        "}",
+    ]
+    assert json.loads(format_config(config)) == config
 
 
 #: network_def arguments that only training reads (a loss weight): an inference stack need not repeat them

@@ -107,7 +107,7 @@ def test_released_file_name_triggers_checksum(tmp_path, saved_test_sam, monkeypa
 
 def test_position_embeddings_are_resized_for_another_input_size(saved_test_sam):
     model, path = saved_test_sam  # built for 128² (8×8 tokens)
-    small = build_backbone("sam_vit_test", checkpoint=path, image_size=64)
+    small = build_backbone("sam_vit_test", checkpoint=path, input_size=64)
     assert small.image_encoder.pos_embed.shape == (1, 4, 4, 32)
     # the global block's relative position table follows the token grid: 2·4−1 rows
     assert small.image_encoder.blocks[1].attn.rel_pos_h.shape[0] == 7
@@ -116,7 +116,7 @@ def test_position_embeddings_are_resized_for_another_input_size(saved_test_sam):
     # a constant embedding stays constant under interpolation
     model.image_encoder.pos_embed.data.fill_(0.25)
     torch.save(model.state_dict(), path)
-    small = build_backbone("sam_vit_test", checkpoint=path, image_size=64)
+    small = build_backbone("sam_vit_test", checkpoint=path, input_size=64)
     assert torch.allclose(small.image_encoder.pos_embed, torch.full_like(small.image_encoder.pos_embed, 0.25))
 
 

@@ -156,7 +156,7 @@ def test_conv_lora_cannot_be_merged():
 
 
 def test_injection_into_sam_blocks_and_auxiliary_loss():
-    sam = build_backbone("sam_vit_test", image_size=96)  # 6×6 tokens, 4×4 windows: padded windows and a global block
+    sam = build_backbone("sam_vit_test", input_size=96)  # 6×6 tokens, 4×4 windows: padded windows and a global block
     names = inject_adapters(sam, ConvLoraConfig(rank=3, target_modules=[r"image_encoder\..*attn\.qkv"]))
     assert names == ["image_encoder.blocks.0.attn.qkv", "image_encoder.blocks.1.attn.qkv"]
     configure_trainable(sam)

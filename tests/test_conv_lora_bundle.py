@@ -19,7 +19,8 @@ BUNDLE = REPO_ROOT / "bundles" / "conv_lora_sam_segmentation"
 
 
 def test_bundle_files_metadata_and_large_files():
-    extra = ["paper.json", "paper_inference.json", "multiclass_2d.json", "multiclass_2d_inference.json"]
+    extra = ["pictures_2d.json", "pictures_2d_inference.json", "kvasir_seg.json", "kvasir_seg_inference.json"]
+    extra += ["multiclass_2d.json", "multiclass_2d_inference.json"]
     extra += ["merged_inference.json", "native_patches.json"]
     check_bundle_files(BUNDLE, extra, "sam_vit_h")
 
@@ -30,7 +31,7 @@ def test_binary_train_evaluate_infer(bundle_copy, tmp_path):
     configs = bundle_copy / "configs"
     overrides = {"backbone": "sam_vit_test", "dataset_dir": str(data)}
     train = bundle_workflow(
-        configs, ["train.json", "paper.json"], "train", **overrides, **{"train#trainer#max_epochs": 1}
+        configs, ["train.json", "pictures_2d.json"], "train", **overrides, **{"train#trainer#max_epochs": 1}
     )
     train.initialize()
     assert train.check_properties() == []
@@ -44,14 +45,14 @@ def test_binary_train_evaluate_infer(bundle_copy, tmp_path):
     checkpoint = torch.load(bundle_copy / "models" / "model.pt", weights_only=True)
     assert any(".experts." in k for k in checkpoint) and not any(k.endswith("qkv.weight") for k in checkpoint)
 
-    run_workflow(bundle_workflow(configs, ["train.json", "evaluate.json", "paper.json"], "train", **overrides))
+    run_workflow(bundle_workflow(configs, ["train.json", "evaluate.json", "pictures_2d.json"], "train", **overrides))
     metrics = dict(line.split(",") for line in (bundle_copy / "eval" / "metrics.csv").read_text().splitlines())
     assert set(metrics) == {"val_mean_dice", "val_mean_iou", "val_hd95"}
     assert len((bundle_copy / "eval" / "val_mean_dice_raw.csv").read_text().splitlines()) == 1 + 2
     assert len(list((bundle_copy / "eval" / "predictions").glob("*_seg.png"))) == 2
 
     out = tmp_path / "infer"
-    inference = ["inference.json", "paper_inference.json"]
+    inference = ["inference.json", "pictures_2d_inference.json"]
     run_workflow(bundle_workflow(configs, inference, "infer", **overrides, output_dir=str(out)))
     masks = sorted(out.glob("*_seg.png"))
     assert len(masks) == 2
@@ -134,11 +135,11 @@ def test_multiclass_2d_train_and_evaluate(bundle_copy, tmp_path):
     overrides = {"backbone": "sam_vit_test", "dataset_dir": str(data)}
     run_workflow(
         bundle_workflow(
-            configs, ["train.json", "paper.json", "multiclass_2d.json"], "train", **overrides,
+            configs, ["train.json", "pictures_2d.json", "multiclass_2d.json"], "train", **overrides,
             **{"train#trainer#max_epochs": 1},
         )
     )
-    evaluate = ["train.json", "evaluate.json", "paper.json", "multiclass_2d.json"]
+    evaluate = ["train.json", "evaluate.json", "pictures_2d.json", "multiclass_2d.json"]
     run_workflow(bundle_workflow(configs, evaluate, "train", **overrides))
     raw = (bundle_copy / "eval" / "val_mean_dice_raw.csv").read_text().splitlines()
     assert raw[0].split(",")[1:] == ["class0", "class1", "mean"] and len(raw) == 1 + 2
@@ -147,8 +148,8 @@ def test_multiclass_2d_train_and_evaluate(bundle_copy, tmp_path):
     out = tmp_path / "infer"
     run_workflow(
         bundle_workflow(
-            configs, ["inference.json", "paper_inference.json", "multiclass_2d_inference.json"], "infer", **overrides,
-            output_dir=str(out),
+            configs, ["inference.json", "pictures_2d_inference.json", "multiclass_2d_inference.json"], "infer",
+            **overrides, output_dir=str(out),
         )
     )
     masks = sorted(out.glob("*_seg.png"))

@@ -95,7 +95,7 @@ def test_bf16_inference_gives_the_float32_label_maps(native_bf16):
     all but a sliver of pixels near the decision boundary (a wrong autocast, e.g. float16 or a truncated output, fails
     this), and the bfloat16 logits are really different numbers (the path was taken)."""
     torch.manual_seed(0)
-    network = Sam2LoraNet("sam2.1_hiera_test", num_outputs=2).eval()
+    network = Sam2LoraNet("sam2.1_hiera_test", num_classes=2).eval()
     with torch.no_grad():
         for p in network.parameters():
             p.add_(0.02 * torch.randn_like(p))  # a trained-looking network, not an initial one with all-zero LoRA

@@ -52,9 +52,9 @@ def test_channels_last_gives_the_released_numbers():
     """The layout is a speed choice only: the same output as the NCHW build, to float32 rounding."""
     from common.backbones import build_backbone
 
-    fast = build_backbone("litemedsam", checkpoint=None, image_size=128).eval()
+    fast = build_backbone("litemedsam", checkpoint=None, input_size=128).eval()
     with cpu_speed.released_memory_layout():
-        released = build_backbone("litemedsam", checkpoint=None, image_size=128).eval()
+        released = build_backbone("litemedsam", checkpoint=None, input_size=128).eval()
     released.load_state_dict(fast.state_dict())
     x = torch.rand(2, 3, 128, 128)
     with torch.no_grad():

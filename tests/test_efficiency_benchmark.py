@@ -35,7 +35,7 @@ def test_method_networks_take_config_values_such_as_precomputed_label_embeddings
 
 
 def test_the_command_writes_a_table_with_ratios_to_full_fine_tuning_and_the_base(tmp_path):
-    status = main(["--backbones", "sam_vit_test", "--methods", "sam2lora", "conv_lora", "--image_size", "128",
+    status = main(["--backbones", "sam_vit_test", "--methods", "sam2lora", "conv_lora", "--input_size", "128",
                    "--repeats", "1", "--output_dir", str(tmp_path)])  # fmt: skip
     assert status == 0
     result = json.loads((tmp_path / "efficiency.json").read_text())

@@ -28,7 +28,7 @@ FAMILY_BACKBONES = {
 
 
 def _names(backbone: str, size):
-    model = build_backbone(backbone, checkpoint=None, **({"image_size": size} if size else {}))
+    model = build_backbone(backbone, checkpoint=None, **({"input_size": size} if size else {}))
     return model, [name for name, _ in model.named_modules()]
 
 

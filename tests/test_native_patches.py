@@ -16,14 +16,14 @@ from common.datasets import make_synthetic_dataset
 #: the configs that train each bundle on 2D pictures, before native_patches.json
 PICTURE_CONFIGS = {
     "sam2lora_fundus_segmentation": ["train.json"],
-    "balr_sam_segmentation": ["train.json", "paper.json"],
-    "conv_lora_sam_segmentation": ["train.json", "paper.json"],
-    "s_sam_text_prompted_segmentation": ["train.json", "images_2d.json"],
+    "balr_sam_segmentation": ["train.json", "pictures_2d.json"],
+    "conv_lora_sam_segmentation": ["train.json", "pictures_2d.json"],
+    "s_sam_text_prompted_segmentation": ["train.json", "pictures_2d.json"],
 }
 #: and the configs that segment 2D pictures with what they trained
 PICTURE_INFERENCE = {  # the hippocampus defaults refuse pictures: each bundle's 2D inference configs
-    **{name: ["inference.json", "paper_inference.json"] for name in ("balr_sam_segmentation", "conv_lora_sam_segmentation")},
-    "s_sam_text_prompted_segmentation": ["inference.json", "images_2d_inference.json"],
+    name: ["inference.json", "pictures_2d_inference.json"]
+    for name in ("balr_sam_segmentation", "conv_lora_sam_segmentation", "s_sam_text_prompted_segmentation")
 }
 
 

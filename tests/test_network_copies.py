@@ -26,12 +26,12 @@ class _NameVectors(TextEncoder):
 
 
 BUILDERS = {
-    "sam2lora": lambda: Sam2LoraNet("litemedsam", checkpoint=None, image_size=64, lora_rank=2),
-    "balr_sam": lambda: BalrSamNet("litemedsam", checkpoint=None, image_size=64, num_classes=2, adapter_rank=2),
+    "sam2lora": lambda: Sam2LoraNet("litemedsam", checkpoint=None, input_size=64, lora_rank=2),
+    "balr_sam": lambda: BalrSamNet("litemedsam", checkpoint=None, input_size=64, num_classes=2, adapter_rank=2),
     "s_sam": lambda: SSamNet(
-        "litemedsam", checkpoint=None, image_size=64, label_names=["a", "b"], text_encoder=_NameVectors()
+        "litemedsam", checkpoint=None, input_size=64, label_names=["a", "b"], text_encoder=_NameVectors()
     ),
-    "conv_lora": lambda: ConvLoraSamNet("litemedsam", checkpoint=None, image_size=64, num_classes=2, lora_rank=2),
+    "conv_lora": lambda: ConvLoraSamNet("litemedsam", checkpoint=None, input_size=64, num_classes=2, lora_rank=2),
 }
 
 

@@ -8,7 +8,7 @@ import torch
 from monai.metrics import DiceMetric
 from monai.transforms import Activationsd, AsDiscreted, Compose
 
-from common.data import OneHotForMetricsd
+from common.data import OneHotForMetricsd, ProbabilitiesToLabelsd
 
 
 def _dice(pred: torch.Tensor, label: torch.Tensor, include_background: bool) -> torch.Tensor:
@@ -47,8 +47,14 @@ def test_per_class_sigmoids_against_a_label_map_take_the_most_probable_class_abo
     probabilities = torch.sigmoid(logits)
     with_background = torch.cat([torch.full_like(probabilities[:1], 0.5), probabilities])
     old = AsDiscreted(["pred", "label"], argmax=[True, False], to_onehot=3)({"pred": with_background, "label": label})
-    new = OneHotForMetricsd("pred", rule="sigmoid_argmax")({"pred": logits, "label": label})
+    new = OneHotForMetricsd("pred", rule="sigmoid_argmax", probabilities_key="prob")({"pred": logits, "label": label})
     assert torch.equal(new["pred"], old["pred"]) and torch.equal(new["label"], old["label"])
+    # the probabilities kept for an evaluation's label map give the label map the one-hot channels hold
+    assert torch.equal(new["prob"], probabilities)
+    labels = ProbabilitiesToLabelsd("prob", labels_key="pred_label", rule="sigmoid_argmax")(
+        {"prob": new["prob"], "pred_label": torch.zeros_like(label)}
+    )["pred_label"]
+    assert torch.equal(labels.long(), new["pred"].argmax(dim=0, keepdim=True))
 
 
 @pytest.mark.parametrize("rule", ["sigmoid_argmax", "sigmoid_sum"])

@@ -73,10 +73,10 @@ def test_smaller_litemedsam_inputs_keep_the_released_weights_working(shared_data
     from common.benchmark.experiments.cpu_speed import box_prompt_dice
 
     root = shared_data / "msd_hippocampus"
-    net = SamSegmentationNet("litemedsam", image_size=size).eval()
+    net = SamSegmentationNet("litemedsam", input_size=size).eval()
     assert net.input_size == size and net.sam.prompt_encoder.image_embedding_size == (size // 4, size // 4)
     dices = box_prompt_dice(net, root, cases=len(CASES))
-    random_net = SamSegmentationNet("litemedsam", checkpoint=None, image_size=size).eval()
+    random_net = SamSegmentationNet("litemedsam", checkpoint=None, input_size=size).eval()
     random_dices = box_prompt_dice(random_net, root, cases=len(CASES))
     assert np.mean(dices) > floor, dices
     assert np.mean(random_dices) < np.mean(dices) - 0.2

@@ -60,7 +60,7 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_intact(tmp_path, mo
 
 def _train_command(bundle: Path, data: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "monai.bundle", "run", "--config_file", "['configs/train.json','configs/paper.json']",
+        sys.executable, "-m", "monai.bundle", "run", "--config_file", "['configs/train.json','configs/pictures_2d.json']",
         "--bundle_root", str(bundle),
         "--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf",
         "--backbone", "sam_vit_test", "--dataset_dir", str(data), "--max_epochs", str(EPOCHS), "--num_workers", "0",

@@ -22,8 +22,8 @@ BUNDLE = REPO_ROOT / "bundles" / "s_sam_text_prompted_segmentation"
 def test_bundle_files_metadata_and_large_files():
     check_bundle_files(
         BUNDLE,
-        ["paper.json", "paper_inference.json", "ct_liver.json", "images_2d.json", "images_2d_inference.json", "merged_inference.json",
-         "native_patches.json"],
+        ["paper.json", "paper_inference.json", "lits.json", "pictures_2d.json", "pictures_2d_inference.json",
+         "merged_inference.json", "native_patches.json"],
         "sam_vit_b",
     )  # fmt: skip
     assert (BUNDLE / "docs" / "data_license.txt").is_file()
@@ -86,7 +86,7 @@ def test_volumes_train_evaluate_infer(bundle_copy, tmp_path):
         assert set(np.unique(np.asarray(result.dataobj))) <= {0, 1, 2}
 
 
-def test_images_2d_train_evaluate_infer(bundle_copy, tmp_path):
+def test_pictures_2d_train_evaluate_infer(bundle_copy, tmp_path):
     data = tmp_path / "data"
     make_synthetic_dataset(data, spatial_dims=2, num_classes=2, num_train=4, num_val=1, num_test=2)
     configs = bundle_copy / "configs"
@@ -100,17 +100,17 @@ def test_images_2d_train_evaluate_infer(bundle_copy, tmp_path):
     run_workflow(
         bundle_workflow(
             configs,
-            ["train.json", "images_2d.json"],
+            ["train.json", "pictures_2d.json"],
             "train",
             **overrides,
             **{"train#trainer#max_epochs": 1, "val_interval": 1},
         )
     )
-    run_workflow(bundle_workflow(configs, ["train.json", "evaluate.json", "images_2d.json"], "train", **overrides))
+    run_workflow(bundle_workflow(configs, ["train.json", "evaluate.json", "pictures_2d.json"], "train", **overrides))
     labels = [np.asarray(Image.open(p)) for p in sorted((bundle_copy / "eval" / "predictions").glob("*_seg.png"))]
     assert len(labels) == 2 and all(set(np.unique(lab)) <= {0, 1, 2} for lab in labels)
     out = tmp_path / "infer"
-    files = ["inference.json", "images_2d_inference.json"]  # the default segments volumes and refuses pictures
+    files = ["inference.json", "pictures_2d_inference.json"]  # the default segments volumes and refuses pictures
     run_workflow(bundle_workflow(configs, files, "infer", **overrides, output_dir=str(out)))
     masks = sorted(out.glob("*_seg.png"))
     assert len(masks) == 2

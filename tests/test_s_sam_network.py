@@ -30,7 +30,7 @@ class _RandomText(TextEncoder):
 
 def _net(backbone="sam_vit_test", **kwargs):
     kwargs.setdefault("label_names", {"1": "liver", "2": "tumor"})
-    return SSamNet(backbone, checkpoint=None, text_encoder=_RandomText(), image_size=None, **kwargs)
+    return SSamNet(backbone, checkpoint=None, text_encoder=_RandomText(), input_size=None, **kwargs)
 
 
 def test_one_logit_channel_per_label_name():

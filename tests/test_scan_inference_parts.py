@@ -17,6 +17,7 @@ from common.data import (
     class_volumes,
     label_montage,
     parse_intensity,
+    probabilities_of,
 )
 from common.engines import SliceBatchInferer
 
@@ -148,6 +149,11 @@ def test_logits_to_labels_rules():
     assert LogitsToLabelsd("pred", "softmax")({"pred": three})["pred"].flatten().tolist() == [0, 2]
     with pytest.raises(ValueError, match="rule must be one of"):
         LogitsToLabelsd("pred", "max")
+    # probabilities by the same rule: one softmax over the channels, or each channel's own sigmoid
+    assert torch.allclose(probabilities_of(three, "softmax").sum(dim=0), torch.ones(2, 1))
+    assert torch.allclose(probabilities_of(logits, "sigmoid_sum"), torch.sigmoid(logits))
+    with pytest.raises(ValueError, match="rule must be one of"):
+        probabilities_of(logits, "sigmoid")
 
 
 def test_class_volumes_in_millilitres_from_the_geometry(tmp_path):

@@ -132,22 +132,22 @@ def _known_sha256(name: str, path: Path) -> str | None:
     return None
 
 
-def _build_architecture(spec: BackboneSpec, image_size: int, **kwargs) -> nn.Module:
+def _build_architecture(spec: BackboneSpec, input_size: int, **kwargs) -> nn.Module:
     if spec.name == "litemedsam":
-        return build_litemedsam(image_size)
+        return build_litemedsam(input_size)
     if spec.family == "sam":
         from .sam import SAM_VIT_ARCHITECTURES, build_sam_vit
 
-        return build_sam_vit(spec.name, image_size=image_size, **{**SAM_VIT_ARCHITECTURES[spec.name], **kwargs})
+        return build_sam_vit(spec.name, input_size=input_size, **{**SAM_VIT_ARCHITECTURES[spec.name], **kwargs})
     from .sam2 import build_sam2_model
 
-    return build_sam2_model(spec.name, image_size=image_size, **kwargs)
+    return build_sam2_model(spec.name, input_size=input_size, **kwargs)
 
 
 def build_backbone(
     name: str,
     checkpoint: str | os.PathLike | None = DEFAULT_CHECKPOINT,
-    image_size: int | None = None,
+    input_size: int | None = None,
     verify_checksum: bool = True,
     **kwargs,
 ) -> nn.Module:
@@ -161,7 +161,7 @@ def build_backbone(
             official SAM / SAM 2.1: the released file in the torch hub checkpoint folder, with an error explaining
             how to get it if it is absent);
             ``None`` for random weights (tests, benchmarks).
-        image_size: square input size to build for (default: the native size). SAM ViT position embeddings
+        input_size: square input size to build for (default: the native size). SAM ViT position embeddings
             are interpolated from the checkpoint; SAM2 interpolates at run time; LiteMedSAM's TinyViT is built for
             the size (a multiple of 4; its weights do not depend on it).
         verify_checksum: check the sha256 of released files (recognised by file name) before loading.
@@ -174,7 +174,7 @@ def build_backbone(
         KeyError: unknown name. CheckpointError: missing, corrupt, unsafe or mismatching checkpoint.
     """
     spec = get_backbone_spec(name)
-    size = spec.input_size if image_size is None else int(image_size)
+    size = spec.input_size if input_size is None else int(input_size)
     if size != spec.input_size and not spec.resizable:
         raise ValueError(f"{name} is built for {spec.input_size}×{spec.input_size} inputs only (got {size})")
     if checkpoint == DEFAULT_CHECKPOINT:

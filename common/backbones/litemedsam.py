@@ -71,19 +71,19 @@ class ResizableTinyViT(TinyViT):
         return self.neck(x)
 
 
-def build_litemedsam(image_size: int = 256) -> MedSAMLite:
-    """Build LiteMedSAM with random weights for ``image_size``² inputs (released: 256).
+def build_litemedsam(input_size: int = 256) -> MedSAMLite:
+    """Build LiteMedSAM with random weights for ``input_size``² inputs (released: 256).
 
-    The image embedding is ``image_size/4`` on a side and the prompt encoder is built for it, so boxes and points
-    are given in the coordinates of the ``image_size``² input. Smaller inputs cost much less (the encoder keeps
+    The image embedding is ``input_size/4`` on a side and the prompt encoder is built for it, so boxes and points
+    are given in the coordinates of the ``input_size``² input. Smaller inputs cost much less (the encoder keeps
     stage 0 at full input resolution): for small structures a 128² input is enough.
     """
-    if image_size not in LITEMEDSAM_INPUT_SIZES:
-        raise ValueError(f"LiteMedSAM input size must be a multiple of 4 between 64 and 1024, got {image_size}")
-    encoder = ResizableTinyViT(img_size=image_size, **_TINY_VIT)
-    grid = image_size // 4
+    if input_size not in LITEMEDSAM_INPUT_SIZES:
+        raise ValueError(f"LiteMedSAM input size must be a multiple of 4 between 64 and 1024, got {input_size}")
+    encoder = ResizableTinyViT(img_size=input_size, **_TINY_VIT)
+    grid = input_size // 4
     prompt_encoder = PromptEncoder(
-        embed_dim=256, image_embedding_size=(grid, grid), input_image_size=(image_size, image_size), mask_in_chans=16
+        embed_dim=256, image_embedding_size=(grid, grid), input_image_size=(input_size, input_size), mask_in_chans=16
     )
     mask_decoder = MaskDecoder(
         num_multimask_outputs=3,

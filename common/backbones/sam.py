@@ -32,7 +32,7 @@ SAM_VIT_ARCHITECTURES: dict[str, dict] = {
 
 def build_sam_vit(
     name: str,
-    image_size: int = 1024,
+    input_size: int = 1024,
     embed_dim: int = 768,
     depth: int = 12,
     num_heads: int = 12,
@@ -42,18 +42,18 @@ def build_sam_vit(
     decoder_mlp_dim: int = 2048,
     decoder_num_heads: int = 8,
 ) -> Sam:
-    """Build ``segment_anything.modeling.Sam`` with random weights for a square ``image_size`` input.
+    """Build ``segment_anything.modeling.Sam`` with random weights for a square ``input_size`` input.
 
-    ``image_size`` must be a multiple of 16; the image embedding is ``image_size/16`` squared.
+    ``input_size`` must be a multiple of 16; the image embedding is ``input_size/16`` squared.
     """
-    if image_size % _PATCH_SIZE:
-        raise ValueError(f"{name}: image_size must be a multiple of {_PATCH_SIZE}, got {image_size}")
-    grid = image_size // _PATCH_SIZE
+    if input_size % _PATCH_SIZE:
+        raise ValueError(f"{name}: input_size must be a multiple of {_PATCH_SIZE}, got {input_size}")
+    grid = input_size // _PATCH_SIZE
     return Sam(
         image_encoder=ImageEncoderViT(
             depth=depth,
             embed_dim=embed_dim,
-            img_size=image_size,
+            img_size=input_size,
             mlp_ratio=4,
             norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
             num_heads=num_heads,
@@ -67,7 +67,7 @@ def build_sam_vit(
         prompt_encoder=PromptEncoder(
             embed_dim=prompt_embed_dim,
             image_embedding_size=(grid, grid),
-            input_image_size=(image_size, image_size),
+            input_image_size=(input_size, input_size),
             mask_in_chans=16,
         ),
         mask_decoder=MaskDecoder(

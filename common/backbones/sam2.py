@@ -50,15 +50,15 @@ _TEST_OVERRIDES = [
 ]
 
 
-def build_sam2_model(name: str, image_size: int = 1024) -> SAM2Base:
+def build_sam2_model(name: str, input_size: int = 1024) -> SAM2Base:
     """Build ``sam2.modeling.sam2_base.SAM2Base`` with random weights from the packaged SAM 2.1 config.
 
     The run-time post-processing overrides of ``sam2.build_sam.build_sam2`` (dynamic multimask fallback) are not
     applied: they switch masks only in eval mode, which would make training and inference differ.
     """
-    if image_size % 32:
-        raise ValueError(f"{name}: image_size must be a multiple of 32, got {image_size}")
-    overrides = [f"++model.image_size={image_size}"]
+    if input_size % 32:
+        raise ValueError(f"{name}: input_size must be a multiple of 32, got {input_size}")
+    overrides = [f"++model.image_size={input_size}"]
     if name == "sam2.1_hiera_test":
         overrides += _TEST_OVERRIDES
     cfg = compose(config_name=SAM2_CONFIGS[name], overrides=overrides)

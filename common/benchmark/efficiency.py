@@ -1,7 +1,7 @@
 """Efficiency of the four methods side by side: parameters, adapter file size, training-step cost against full
 fine-tuning, inference latency unmerged and merged against the frozen base model, on the same machine in one run.
 
-    python -m common.benchmark --backbones sam_vit_b sam2.1_hiera_t litemedsam --image_size 256 --batch_size 2 \
+    python -m common.benchmark --backbones sam_vit_b sam2.1_hiera_t litemedsam --input_size 256 --batch_size 2 \
         --output_dir docs/benchmarks/cpu
 
 Each network is the bundle's own (``network_def`` of its ``train.json``, default hyperparameters) built on the
@@ -42,6 +42,15 @@ METHODS = {
     "s_sam": "s_sam_text_prompted_segmentation",
     "balr_sam": "balr_sam_segmentation",
 }
+#: the overlay with each paper's network setting, read after ``train.json`` (whose defaults are the shipped
+#: hippocampus adapters' for BALR-SAM, S-SAM and Conv-LoRA): the paper's backbone and schedule, or its recipe for
+#: 2D pictures (the sigmoid heads BALR-SAM and Conv-LoRA use there)
+PAPER_SETTING = {
+    "sam2lora": "paper.json",
+    "conv_lora": "pictures_2d.json",
+    "s_sam": "paper.json",
+    "balr_sam": "pictures_2d.json",
+}
 #: what each paper claims, printed beside our numbers
 PAPER_CLAIMS = {
     "sam2lora": "< 5 % trainable; −80 % training overhead",
@@ -61,7 +70,7 @@ def cpu_model() -> str:
 
 
 def build(
-    kind: str, backbone: str, image_size: int | None, overrides: dict | None = None, bundles: str | None = None
+    kind: str, backbone: str, input_size: int | None, overrides: dict | None = None, bundles: str | None = None
 ) -> torch.nn.Module:
     """``base`` / ``full``: the prompt-free SAM network; a method name: its bundle's network, random weights, with
     ``overrides`` of its ``train.json`` values (e.g. a precomputed text encoder for S-SAM)."""
@@ -70,21 +79,19 @@ def build(
     from common.backbones import get_backbone_spec
     from common.networks import SamSegmentationNet
 
-    size = image_size if get_backbone_spec(backbone).resizable else None
+    size = input_size if get_backbone_spec(backbone).resizable else None
     if kind in ("base", "full"):
-        network = SamSegmentationNet(backbone, checkpoint=None, image_size=size)
+        network = SamSegmentationNet(backbone, checkpoint=None, input_size=size)
         for param in network.parameters():
             param.requires_grad_(kind == "full")
         return network
     bundle = bundles_folder(bundles) / METHODS[kind]
     configs = bundle / "configs"
     parser = ConfigParser()
-    # the paper's setting where a bundle's default is another (the shipped hippocampus adapters of BALR-SAM,
-    # S-SAM and Conv-LoRA)
-    parser.read_config([str(f) for f in (configs / "train.json", configs / "paper.json") if f.is_file()])
+    parser.read_config([str(configs / "train.json"), str(configs / PAPER_SETTING[kind])])
     parser.update({"backbone": backbone, "backbone_checkpoint": None, "bundle_root": str(bundle)})
     parser.update(overrides or {})
-    parser["network_def"]["image_size"] = size if size is not None else get_backbone_spec(backbone).input_size
+    parser["network_def"]["input_size"] = size if size is not None else get_backbone_spec(backbone).input_size
     return parser.get_parsed_content("network_def")
 
 
@@ -105,7 +112,7 @@ def _median_seconds(function, repeats: int, device: torch.device) -> float:
 def measure(
     kind: str,
     backbone: str,
-    image_size: int,
+    input_size: int,
     batch_size: int,
     repeats: int,
     device: str,
@@ -128,7 +135,7 @@ def measure(
     torch.manual_seed(0)
     device_t = torch.device(device)
     dtype = torch.bfloat16 if device_t.type == "cuda" else torch.float32
-    network = build(kind, backbone, image_size, overrides, bundles).to(device_t)
+    network = build(kind, backbone, input_size, overrides, bundles).to(device_t)
     size = network.input_size
     image = torch.rand(batch_size, 3, size, size, device=device_t)
     result: dict = {"kind": kind, "backbone": backbone, "input_size": size, "batch_size": batch_size}
@@ -245,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m common.benchmark", description=__doc__.split("\n")[0])
     parser.add_argument("--backbones", nargs="+", default=["sam_vit_b", "sam2.1_hiera_t", "litemedsam"])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--image_size", type=int, default=256, help="input size of resizable backbones")
+    parser.add_argument("--input_size", type=int, default=256, help="input size of resizable backbones")
     parser.add_argument("--batch_size", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2, help="timed repetitions after one warm-up")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -286,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for backbone in args.backbones:
         for kind in ["base", "full", *args.methods]:
-            job = dict(kind=kind, backbone=backbone, image_size=args.image_size, batch_size=args.batch_size,
+            job = dict(kind=kind, backbone=backbone, input_size=args.input_size, batch_size=args.batch_size,
                        repeats=args.repeats, device=args.device, bundles=bundles)  # fmt: skip
             if args.threads:
                 job["threads"] = args.threads

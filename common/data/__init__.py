@@ -23,6 +23,7 @@ from .logits_to_labels import (
     ProbabilitiesToLabelsd,
     labels_from_probabilities,
     output_rule_of,
+    probabilities_of,
     sigmoid_rule,
 )
 from .montage import SaveMontaged, label_montage
@@ -71,6 +72,7 @@ __all__ = [
     "OneHotForMetricsd",
     "ProbabilitiesToLabelsd",
     "labels_from_probabilities",
+    "probabilities_of",
     "OUTPUT_RULES",
     "SaveClassVolumesd",
     "SaveMontaged",

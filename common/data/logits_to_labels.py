@@ -17,6 +17,7 @@ __all__ = [
     "checked_rule",
     "labels_from_probabilities",
     "output_rule_of",
+    "probabilities_of",
     "sigmoid_rule",
 ]
 
@@ -43,6 +44,12 @@ def checked_rule(rule: str) -> str:
     if rule not in OUTPUT_RULES:
         raise ValueError(f"rule must be one of {', '.join(OUTPUT_RULES)}, got {rule!r}")
     return rule
+
+
+def probabilities_of(logits: torch.Tensor, rule: str) -> torch.Tensor:
+    """``K×…`` probabilities of ``K×…`` logits by one of :data:`OUTPUT_RULES`: a softmax over the channels for
+    ``"softmax"`` heads, each channel's own sigmoid for the sigmoid rules."""
+    return torch.softmax(logits, dim=0) if checked_rule(rule) == "softmax" else torch.sigmoid(logits)
 
 
 def sigmoid_rule(label_groups: Sequence[Sequence[int]]) -> str:
@@ -87,7 +94,7 @@ class LogitsToLabelsd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             logits = d[key].float()
-            probabilities = torch.softmax(logits, dim=0) if self.rule == "softmax" else torch.sigmoid(logits)
+            probabilities = probabilities_of(logits, self.rule)
             d[key] = labels_from_probabilities(probabilities, self.rule, self.threshold)
             if self.probabilities_key is not None:
                 d[self.probabilities_key] = probabilities

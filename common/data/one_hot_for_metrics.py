@@ -10,7 +10,7 @@ from monai.networks.utils import one_hot
 from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type
 
-from .logits_to_labels import checked_rule, labels_from_probabilities
+from .logits_to_labels import checked_rule, labels_from_probabilities, probabilities_of
 
 __all__ = ["OneHotForMetricsd"]
 
@@ -34,6 +34,8 @@ class OneHotForMetricsd(MapTransform):
         rule: the network's output rule.
         label_key: the reference (replaced by its channels).
         threshold: sigmoid probability that counts as foreground.
+        probabilities_key: when given, the probabilities (float, ``K×…``) are stored under it, e.g. for
+            :class:`~common.data.ProbabilitiesToLabelsd` to write the label map an evaluation saves.
     """
 
     def __init__(
@@ -42,17 +44,21 @@ class OneHotForMetricsd(MapTransform):
         rule: str = "softmax",
         label_key: str = "label",
         threshold: float = 0.5,
+        probabilities_key: str | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.rule = checked_rule(rule)
         self.label_key = label_key
         self.threshold = threshold
+        self.probabilities_key = probabilities_key
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
             logits, label = d[key], d[self.label_key]
+            if self.probabilities_key is not None:
+                d[self.probabilities_key] = probabilities_of(torch.as_tensor(logits).float(), self.rule)
             pred, reference = self.channels(torch.as_tensor(logits).float(), torch.as_tensor(label))
             d[key] = convert_to_dst_type(pred, logits, dtype=torch.float32)[0]
             d[self.label_key] = convert_to_dst_type(reference, label, dtype=torch.float32)[0]
@@ -61,7 +67,7 @@ class OneHotForMetricsd(MapTransform):
     def channels(self, logits: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(C+1)×…`` prediction and reference channels of ``K×…`` logits and a label map or ``K`` channels."""
         softmax = self.rule == "softmax"
-        probabilities = torch.softmax(logits, dim=0) if softmax else torch.sigmoid(logits)
+        probabilities = probabilities_of(logits, self.rule)
         if label.shape[0] == 1:
             num_channels = logits.shape[0] + (0 if softmax else 1)
             labels = labels_from_probabilities(probabilities, self.rule, self.threshold)

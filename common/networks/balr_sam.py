@@ -56,7 +56,7 @@ class BalrSamNet(SamSegmentationNet):
     the image encoder and the prompt encoder.
 
     Args:
-        backbone, checkpoint, image_size: see ``SamSegmentationNet`` (paper's numbers imply SAM ViT-H at 1024).
+        backbone, checkpoint, input_size: see ``SamSegmentationNet`` (paper's numbers imply SAM ViT-H at 1024).
         num_classes: K foreground classes.
         adapter_rank: bottleneck width of the block adapters (48 lands ViT-H near the paper's 11.7M / 1.8%).
         attention_rank: per-head rank of the decoder's tensor attention (default: head width / 4 per layer).
@@ -77,10 +77,10 @@ class BalrSamNet(SamSegmentationNet):
         use_adapters: bool = True,
         use_cden: bool = True,
         use_tensor_attention: bool = True,
-        image_size: int | None = None,
+        input_size: int | None = None,
         token_init_noise: float = 1.0,
     ) -> None:
-        super().__init__(backbone, checkpoint=checkpoint, image_size=image_size, num_outputs=1)
+        super().__init__(backbone, checkpoint=checkpoint, input_size=input_size, num_outputs=1)
         for name, flag in (
             ("use_adapters", use_adapters),
             ("use_cden", use_cden),

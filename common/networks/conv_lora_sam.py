@@ -44,7 +44,7 @@ class ConvLoraSamNet(SamSegmentationNet):
     tokens in the multi-class case); the prompt encoder and the image encoder stay frozen.
 
     Args:
-        backbone, checkpoint, image_size: see ``SamSegmentationNet`` (paper: SAM ViT-H at 1024).
+        backbone, checkpoint, input_size: see ``SamSegmentationNet`` (paper: SAM ViT-H at 1024).
         num_classes: K foreground classes.
         num_queries: mask tokens in the multi-class decoder (default 10).
         lora_rank, lora_alpha: Conv-LoRA rank and alpha (paper: 3, 32).
@@ -69,10 +69,10 @@ class ConvLoraSamNet(SamSegmentationNet):
         scale_by_gate: bool = False,
         balance_weight: float = 0.01,
         lora_targets: Sequence[str] | None = None,
-        image_size: int | None = None,
+        input_size: int | None = None,
         query_init_noise: float = 1.0,
     ) -> None:
-        super().__init__(backbone, checkpoint=checkpoint, image_size=image_size, num_outputs=1)
+        super().__init__(backbone, checkpoint=checkpoint, input_size=input_size, num_outputs=1)
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = num_classes

@@ -66,11 +66,11 @@ class SSamNet(SamSegmentationNet):
 
     Trainable (everything else frozen, prompt encoder included): the SVD ``scale``/``shift`` of every encoder
     block's attention and MLP linears and of the neck convolutions, the encoder blocks' LayerNorms, the decoder
-    transformer's LayerNorms, the position embedding (built for ``image_size``), the Text Affine Layer, and (not
+    transformer's LayerNorms, the position embedding (built for ``input_size``), the Text Affine Layer, and (not
     in the paper) one logit offset per class (:class:`LogitCalibration`).
 
     Args:
-        backbone, checkpoint, image_size: see ``SamSegmentationNet`` (paper: SAM ViT-B at 256).
+        backbone, checkpoint, input_size: see ``SamSegmentationNet`` (paper: SAM ViT-B at 256).
         label_names: ``{"1": "liver", "2": "tumor"}`` (label value → name; channel order = sorted values) or a list of
             names in channel order.
         text_encoder: a :class:`common.text_encoders.TextEncoder` or a name for ``build_text_encoder``.
@@ -92,14 +92,14 @@ class SSamNet(SamSegmentationNet):
         label_names: Mapping[str, str] | Sequence[str] = ("foreground",),
         text_encoder: TextEncoder | str = "all-minilm-l6-v2",
         text_encoder_weights: str | os.PathLike | None = None,
-        image_size: int | None = 256,
+        input_size: int | None = 256,
         use_dense_prompt: bool = False,
         use_image_pe: bool = False,
         svd_targets: Sequence[str] | None = None,
         regularization_weight: float = 0.0,
         logit_prior: float | None = 0.01,
     ) -> None:
-        super().__init__(backbone, checkpoint=checkpoint, image_size=image_size, num_outputs=1)
+        super().__init__(backbone, checkpoint=checkpoint, input_size=input_size, num_outputs=1)
         for flag, value in (("use_dense_prompt", use_dense_prompt), ("use_image_pe", use_image_pe)):
             if not isinstance(value, bool):
                 raise TypeError(f"{flag} must be True or False, got {value!r}")

@@ -56,8 +56,9 @@ class Sam2LoraNet(SamSegmentationNet):
         lora_targets: module-name patterns relative to the backbone (default: the paper's placement).
         multiscale_fusion: add encoder skips for backbones without SAM2's high-resolution path (default: on for
             LiteMedSAM; SAM2 has its own path; plain SAM ViT has no multi-scale stages to tap).
-        image_size: backbone input size (default: native).
-        num_outputs: structures segmented at once (1 vessel; 2 optic disc and cup), see ``SamSegmentationNet``.
+        input_size: backbone input size (default: native).
+        num_classes: structures segmented at once (1 vessel; 2 optic disc and cup), one sigmoid output each (SAM's
+            single-mask token for 1, its multimask tokens for 2 or 3; see ``SamSegmentationNet``'s ``num_outputs``).
         output_rule: ``"sigmoid_argmax"`` (separate structures, e.g. two hippocampus parts) or ``"sigmoid_sum"``
             (nested ones: optic disc ⊃ cup); ``common.data.sigmoid_rule(label_groups)`` picks it from the label
             groups.
@@ -72,11 +73,11 @@ class Sam2LoraNet(SamSegmentationNet):
         lora_dropout: float = 0.1,
         lora_targets: Sequence[str] | None = None,
         multiscale_fusion: bool | None = None,
-        image_size: int | None = None,
-        num_outputs: int = 1,
+        input_size: int | None = None,
+        num_classes: int = 1,
         output_rule: str = "sigmoid_argmax",
     ) -> None:
-        super().__init__(backbone, checkpoint=checkpoint, image_size=image_size, num_outputs=num_outputs)
+        super().__init__(backbone, checkpoint=checkpoint, input_size=input_size, num_outputs=num_classes)
         if output_rule not in ("sigmoid_argmax", "sigmoid_sum"):
             # its outputs are SAM's mask tokens, each its own sigmoid: a softmax over them would mean nothing
             raise ValueError(f"output_rule must be 'sigmoid_argmax' or 'sigmoid_sum', got {output_rule!r}")

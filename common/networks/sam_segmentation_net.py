@@ -38,7 +38,7 @@ class SamSegmentationNet(nn.Module):
         backbone: a registry name (see ``common.backbones.BACKBONES``) or an already built backbone model that has
             a ``backbone_spec`` attribute.
         checkpoint: base weights (see :func:`common.backbones.build_backbone`); ``None`` = random weights.
-        image_size: backbone input size (default: the backbone's native size).
+        input_size: backbone input size (default: the backbone's native size).
         keep_aspect_ratio: resize along the long side and pad (default: as the backbone was trained).
         num_outputs: output channels K. K = 1 uses SAM's single-mask output token; K = 2 or 3 uses its multimask
             tokens 1..K, one per structure (e.g. optic disc and cup), as SAM-based multi-structure models do.
@@ -55,13 +55,13 @@ class SamSegmentationNet(nn.Module):
         self,
         backbone: str | nn.Module = "litemedsam",
         checkpoint: str | os.PathLike | None = DEFAULT_CHECKPOINT,
-        image_size: int | None = None,
+        input_size: int | None = None,
         keep_aspect_ratio: bool | None = None,
         num_outputs: int = 1,
     ) -> None:
         super().__init__()
         if isinstance(backbone, str):
-            backbone = build_backbone(backbone, checkpoint=checkpoint, image_size=image_size)
+            backbone = build_backbone(backbone, checkpoint=checkpoint, input_size=input_size)
         elif not hasattr(backbone, "backbone_spec"):
             raise ValueError("a backbone module must come from common.backbones.build_backbone (no backbone_spec)")
         self.sam = backbone

@@ -65,8 +65,8 @@ def released_memory_layout(enabled: bool = True):
 
     build = backbones.build_litemedsam
 
-    def build_nchw(image_size: int = 256):
-        return build(image_size).to(memory_format=torch.contiguous_format)
+    def build_nchw(input_size: int = 256):
+        return build(input_size).to(memory_format=torch.contiguous_format)
 
     if enabled:
         backbones.build_litemedsam = build_nchw
@@ -275,7 +275,7 @@ def zero_shot_box_dice(hippocampus_dir: Path, sizes: tuple[int, ...], cases: int
 
     results = {}
     for size in sizes:
-        dices = box_prompt_dice(SamSegmentationNet("litemedsam", image_size=size).eval(), hippocampus_dir, cases)
+        dices = box_prompt_dice(SamSegmentationNet("litemedsam", input_size=size).eval(), hippocampus_dir, cases)
         results[size] = {"mean": sum(dices) / len(dices), "per_case": dices}
     return results
 

@@ -57,25 +57,26 @@ class OneHotForMetricsd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             logits, label = d[key], d[self.label_key]
+            probabilities = probabilities_of(torch.as_tensor(logits).float(), self.rule)
             if self.probabilities_key is not None:
-                d[self.probabilities_key] = probabilities_of(torch.as_tensor(logits).float(), self.rule)
-            pred, reference = self.channels(torch.as_tensor(logits).float(), torch.as_tensor(label))
+                d[self.probabilities_key] = probabilities
+            pred, reference = self.channels(probabilities, torch.as_tensor(label))
             d[key] = convert_to_dst_type(pred, logits, dtype=torch.float32)[0]
             d[self.label_key] = convert_to_dst_type(reference, label, dtype=torch.float32)[0]
         return d
 
-    def channels(self, logits: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(C+1)×…`` prediction and reference channels of ``K×…`` logits and a label map or ``K`` channels."""
+    def channels(self, probabilities: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(C+1)×…`` prediction and reference channels of ``K×…`` probabilities (the network's logits through its
+        rule, :func:`~common.data.probabilities_of`) and a label map or ``K`` channels."""
         softmax = self.rule == "softmax"
-        probabilities = probabilities_of(logits, self.rule)
         if label.shape[0] == 1:
-            num_channels = logits.shape[0] + (0 if softmax else 1)
+            num_channels = probabilities.shape[0] + (0 if softmax else 1)
             labels = labels_from_probabilities(probabilities, self.rule, self.threshold)
             return one_hot(labels, num_channels, dim=0), one_hot(label.round(), num_channels, dim=0)
-        if softmax or label.shape[0] != logits.shape[0]:
+        if softmax or label.shape[0] != probabilities.shape[0]:
             raise ValueError(
                 f"{self.label_key} has {label.shape[0]} channels: expected a label map (1 channel) or one channel per "
-                f"sigmoid output ({logits.shape[0]}, rule {self.rule!r})"
+                f"sigmoid output ({probabilities.shape[0]}, rule {self.rule!r})"
             )
         foreground = (probabilities >= self.threshold).float()
         reference = (label > 0).float()

@@ -267,16 +267,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--backbone", help="backbone the weights were trained on (default: the bundle's)")
     parser.add_argument("--intensity", help="volumes: 'mr', 'mr:1,99', 'ct:<preset>' or 'ct:<min>,<max>'")
-    parser.add_argument("--slice-axis", type=int, choices=(0, 1, 2), help="slicing axis of RAS volumes (2 = axial)")
-    parser.add_argument("--batch-size", type=int, help="slices per forward pass")
-    parser.add_argument("--context-slices", type=int, help="2.5D: neighbours on each side as channels")
+    # Options are spelled with underscores, like `monai.bundle`'s and the benchmarks'; the dashed spellings of
+    # earlier releases stay accepted so that users' scripts keep working.
     parser.add_argument(
+        "--slice_axis", "--slice-axis", type=int, choices=(0, 1, 2), help="slicing axis of RAS volumes (2 = axial)"
+    )
+    parser.add_argument("--batch_size", "--batch-size", type=int, help="slices per forward pass")
+    parser.add_argument(
+        "--context_slices", "--context-slices", type=int, help="2.5D: neighbours on each side as channels"
+    )
+    parser.add_argument(
+        "--window_size",
         "--window-size",
         type=int,
         help="segment pictures/slices larger than this at native resolution in windows of this size (for weights "
         "trained with native_patches.json: the backbone's input size)",
     )
-    parser.add_argument("--largest-component", action="store_true", help="keep the largest component per class")
+    parser.add_argument(
+        "--largest_component",
+        "--largest-component",
+        action="store_true",
+        help="keep the largest component per class",
+    )
     parser.add_argument("--probabilities", action="store_true", help="also write <name>_prob.nii.gz")
     parser.add_argument("--device", help="torch device (default: cuda:0 when available)")
     parser.add_argument(

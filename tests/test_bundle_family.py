@@ -24,7 +24,7 @@ PER_BUNDLE_IDS = {
     },
     "inference.json": {
         "dataset_dir", "field_of_view", "fov_diameter", "input_size", "label_names", "labels_at_input_size",
-        "network_def", "save_probabilities", "whole_brain",
+        "network_def", "save_probabilities", "test_time_mirror_axes", "whole_brain",
     },
     "evaluate.json": {"validate#save_transforms"},
 }  # fmt: skip

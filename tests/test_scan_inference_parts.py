@@ -120,6 +120,42 @@ def test_windows_over_the_slices_of_a_volume_and_bad_window_settings():
             SliceBatchInferer(**bad)
 
 
+def test_test_time_mirroring_averages_the_mirrored_passes_mirrored_back():
+    # a network that is not mirror-symmetric (a 3×3 convolution plus a position ramp), so that a pass that is
+    # not mirrored back, a missing pass or a wrong axis all change the answer
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 2, 3, padding=1)
+    ramp = torch.linspace(0, 1, 9)[:, None] * torch.linspace(0, 2, 7)[None]
+
+    def network(x):
+        return conv(x) + ramp
+
+    picture = torch.rand(2, 3, 9, 7)
+    mirrored = {axes: SliceBatchInferer(mirror_axes=axes)(picture, network) for axes in [(), (1,), (0, 1)]}
+    with torch.no_grad():
+        plain = network(picture)
+        along_columns = network(picture.flip(3)).flip(3)
+        along_rows = network(picture.flip(2)).flip(2)
+        along_both = network(picture.flip(2, 3)).flip(2, 3)
+        assert torch.equal(mirrored[()], plain)
+        assert torch.allclose(mirrored[(1,)], (plain + along_columns) / 2, atol=1e-6)
+        assert torch.allclose(mirrored[(0, 1)], (plain + along_rows + along_columns + along_both) / 4, atol=1e-6)
+    assert not torch.allclose(mirrored[(1,)], plain, atol=1e-3)  # the check above can fail
+    # volumes: each slice mirrored within itself, never across slices
+    volume = torch.rand(1, 3, 9, 7, 4)
+    out = SliceBatchInferer(spatial_axis=2, batch_size=3, mirror_axes=(1,))(volume, network)
+    with torch.no_grad():
+        expected = torch.stack(
+            [(network(volume[..., i]) + network(volume[..., i].flip(3)).flip(3)) / 2 for i in range(4)], dim=-1
+        )
+    assert torch.allclose(out, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="mirror_axes"):
+        SliceBatchInferer(mirror_axes=(1,))(torch.rand(1, 1, 8, 8), lambda x, points: x, torch.zeros(1, 1, 2))
+    for bad in ((2,), (1, 1), (-1,)):
+        with pytest.raises(ValueError, match="mirror_axes"):
+            SliceBatchInferer(mirror_axes=bad)
+
+
 def test_intensity_rules_for_ct_mr_and_2d_images():
     assert parse_intensity("ct:abdomen") == ("ct", CT_WINDOWS["abdomen"])
     assert parse_intensity("CT:-125,275") == ("ct", (-125.0, 275.0))

@@ -153,6 +153,10 @@ def dataset_configs(method: str, dataset: str, bundles: str | Path | None = None
     return declared_configs(bundles_folder(bundles) / METHODS[method].bundle, dataset)
 
 
+#: inference overrides of every method's test passes: one pass per slice, without the test-time mirroring a bundle may
+#: ship (``test_time_mirror_axes``), so that the table compares training methods; ``--set`` can still ask for it
+ONE_PASS = {"test_time_mirror_axes": []}
+
 #: training overrides of the from-scratch baseline: no IoU head to train, and its own learning rate
 BASELINE_TRAINING = {"loss#iou_weight": 0.0, "loss#iou_source": None, "learning_rate": 1e-3}
 
@@ -448,6 +452,7 @@ def predict(method: str, dataset: str, run_dir: Path, data_dir: Path, settings: 
     bundle_dir = run_dir / "bundle"
     limit = f"[:{settings.max_test_cases}]" if settings.max_test_cases else ""
     overrides = {
+        **ONE_PASS,
         **_run_overrides(method, dataset, run_dir, data_dir, settings),
         "datalist": f"$common.data.load_datalist(@dataset_dir, 'testing'){limit}",
         "output_dir": str(run_dir / "predictions"),
@@ -482,6 +487,7 @@ def cross_camera_test(
     bundle_dir = run_dir / "bundle"
     inference = declared_configs(bundle_dir, dataset)[1]
     wanted = {
+        **ONE_PASS,
         **_run_overrides(method, dataset, run_dir, data_dir, settings),
         "fov_diameter": DATASETS[dataset].fov_diameter,
         "labels_at_input_size": True,

@@ -3,7 +3,8 @@ optionally over native-resolution windows of pictures and slices larger than the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from itertools import combinations
 
 import torch
 from monai.data import MetaTensor
@@ -39,6 +40,9 @@ class SliceBatchInferer(Inferer):
         window_size: side of the native-resolution windows, smaller slices padded to it (``None``: whole slices,
             resized by the network).
         window_overlap: overlap of neighbouring windows, a fraction of ``window_size`` in ``[0, 1)``.
+        mirror_axes: test-time mirroring, as nnU-Net does it: each slice is also segmented mirrored along every
+            combination of these slice axes (0: the slice's first spatial axis, 1: its second) and the logits,
+            mirrored back, are averaged; ``(1,)`` costs two passes, ``(0, 1)`` four. ``()``: one pass.
         amp: run the network under the autocast ``amp`` means on the input's device (CUDA: float16; a CPU with
             native bfloat16: bfloat16; otherwise float32, see :func:`common.engines.autocast`); logits come back
             in float32 either way. This is where every inference route (``inference.json``, ``common.segment``,
@@ -55,6 +59,7 @@ class SliceBatchInferer(Inferer):
         progress: bool = False,
         window_size: int | None = None,
         window_overlap: float = 0.25,
+        mirror_axes: Sequence[int] = (),
         amp: bool = False,
     ) -> None:
         super().__init__()
@@ -72,6 +77,14 @@ class SliceBatchInferer(Inferer):
             raise ValueError(f"window_overlap must be in [0, 1), got {window_overlap}")
         self.window_size = None if window_size is None else int(window_size)
         self.window_overlap = float(window_overlap)
+        if any(axis not in (0, 1) for axis in mirror_axes) or len(set(mirror_axes)) != len(mirror_axes):
+            raise ValueError(f"mirror_axes must be distinct slice axes 0 and/or 1, got {list(mirror_axes)}")
+        # n×C×h×w tensors: slice axis a is tensor dimension 2 + a; the empty combination is the slice itself
+        self.mirrorings = [
+            tuple(2 + axis for axis in chosen)
+            for count in range(len(mirror_axes) + 1)
+            for chosen in combinations(sorted(mirror_axes), count)
+        ]
         self.amp = bool(amp)
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
@@ -102,8 +115,17 @@ class SliceBatchInferer(Inferer):
 
     def _segment_slices(self, slices: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs):
         """Logits ``n×K×h×w`` of ``n×C×h×w`` slices: whole, or in native-resolution windows when they are larger."""
+        if len(self.mirrorings) > 1 and (args or kwargs):
+            # prompts are given in the slice's own coordinates: a mirrored slice would receive them on the wrong side
+            raise ValueError("mirror_axes cannot be used with prompts or other network inputs; use mirror_axes=()")
         with autocast(slices.device, self.amp):
-            return self._segment_slices_at_precision(slices, network, *args, **kwargs).float()
+            total = None
+            for dims in self.mirrorings:
+                mirrored = torch.flip(slices, dims) if dims else slices
+                logits = self._segment_slices_at_precision(mirrored, network, *args, **kwargs).float()
+                logits = torch.flip(logits, dims) if dims else logits
+                total = logits if total is None else total + logits
+            return total if len(self.mirrorings) == 1 else total / len(self.mirrorings)
 
     def _segment_slices_at_precision(self, slices: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs):
         if self.window_size is None:

@@ -70,7 +70,7 @@ def test_shipped_hippocampus_adapter_segments_held_out_mr(name, shared_data, tmp
 #: SAM2LoRA's vessel adapter on one CHASE_DB1 test picture (child 11, never seen in training or model choice):
 #: vessel Dice inside the field of view against the first observer, measured with the shipped file (the command in
 #: the bundle card), and the floor asserted here
-FUNDUS_ADAPTER = {"picture": "Image_11L", "measured": 0.812, "floor": 0.80}
+FUNDUS_ADAPTER = {"picture": "Image_11L", "measured": 0.820, "floor": 0.80}
 
 
 def test_shipped_fundus_adapter_segments_a_held_out_chase_db1_photograph(shared_data, tmp_path):
@@ -106,8 +106,8 @@ def test_shipped_fundus_adapter_segments_a_held_out_chase_db1_photograph(shared_
 #: the same adapter on two pictures of the other camera's test set (HRF, Canon CR-1 at 3504×2336: field of view about
 #: 3.6× CHASE_DB1's; HRF's training pictures were in its training, these never in training or model choice), segmented by ``common.segment`` with no flag; vessel
 #: Dice inside HRF's own FOV mask, measured with the shipped file, and the floor asserted here
-# measured 0.763 on these two (0.732, 0.794); 0.787 on all 21
-OTHER_CAMERA = {"pictures": ("09_dr", "09_h"), "measured": 0.763, "floor": 0.75}
+# measured 0.770 on these two (0.740, 0.800); 0.791 on all 21 (bundle 0.8.0, two mirrored passes)
+OTHER_CAMERA = {"pictures": ("09_dr", "09_h"), "measured": 0.770, "floor": 0.75}
 
 
 def test_shipped_fundus_adapter_segments_photographs_from_another_camera(shared_data, tmp_path):

@@ -119,13 +119,12 @@ class SliceBatchInferer(Inferer):
             # prompts are given in the slice's own coordinates: a mirrored slice would receive them on the wrong side
             raise ValueError("mirror_axes cannot be used with prompts or other network inputs; use mirror_axes=()")
         with autocast(slices.device, self.amp):
-            total = None
+            total = 0
             for dims in self.mirrorings:
                 mirrored = torch.flip(slices, dims) if dims else slices
                 logits = self._segment_slices_at_precision(mirrored, network, *args, **kwargs).float()
-                logits = torch.flip(logits, dims) if dims else logits
-                total = logits if total is None else total + logits
-            return total if len(self.mirrorings) == 1 else total / len(self.mirrorings)
+                total = total + (torch.flip(logits, dims) if dims else logits)
+            return total / len(self.mirrorings)  # exact for one pass: x / 1 == x
 
     def _segment_slices_at_precision(self, slices: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs):
         if self.window_size is None:

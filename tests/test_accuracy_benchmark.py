@@ -321,6 +321,31 @@ def test_cross_camera_reports_dice_at_each_threshold_inside_the_field_of_view():
     assert dice["0.35"] == pytest.approx(2 * 8 / (15 + 8), abs=1e-4)  # every FOV pixel called vessel
 
 
+@pytest.mark.parametrize("how", ["meanstd", "histogram"])
+def test_intensity_matching_gives_a_picture_the_reference_colours_inside_its_field_of_view_only(tmp_path, how):
+    from common.benchmark.cross_camera import match_intensity
+
+    rng = np.random.default_rng(0)
+    fov = np.zeros((160, 160), bool)
+    fov[10:150, 10:150] = True  # large enough that the reference's every-7th-pixel sample gives its statistics
+
+    def picture(name: str, mean: float, spread: float) -> dict:
+        pixels = np.clip(rng.normal(mean, spread, (160, 160, 3)), 0, 255).astype(np.uint8)
+        pixels[~fov] = 3  # the dark surround of a fundus photograph
+        Image.fromarray(pixels).save(tmp_path / f"{name}.png")
+        return {"name": name, "image": str(tmp_path / f"{name}.png"), "fov": fov}
+
+    reference = [picture("ref", 160.0, 20.0)]
+    dim = picture("dim", 60.0, 8.0)  # another camera: darker, flatter
+    (matched,) = match_intensity([dim], reference, how, tmp_path / "work")
+    out = np.asarray(Image.open(matched["image"])).astype(np.float32)
+    ref = np.asarray(Image.open(reference[0]["image"])).astype(np.float32)
+    assert np.abs(out[fov].mean(0) - ref[fov].mean(0)).max() < 2.0
+    assert np.abs(out[fov].std(0) - ref[fov].std(0)).max() < 2.0
+    assert np.all(out[~fov] == 3)  # outside the FOV untouched
+    assert matched["fov"] is fov and matched["name"] == "dim"
+
+
 @needs_data
 def test_a_labelled_subset_is_the_same_for_a_seed_and_never_touches_validation_or_test(tmp_path):
     data_dir = accuracy.prepare_dataset("msd_hippocampus", DATA_ROOT, tmp_path)

@@ -1,12 +1,17 @@
 """Vessel accuracy of a bundle's adapter on fundus pictures from a camera it was or was not trained on.
 
     python -m common.benchmark.cross_camera --bundle bundles/sam2lora_fundus_segmentation --dataset hrf_av \\
-        --output_dir /tmp/cross_camera [--split test] [--max_cases N] [--weights W] [--set fov_diameter=null]
+        --output_dir /tmp/cross_camera [--split test] [--max_cases N] [--weights W] [--set fov_diameter=null] \\
+        [--match_intensity histogram --reference_exclude chase_Image_03R chase_Image_06R]
 
 Each picture of the split is segmented through the product route (:func:`common.segment.segment_scans`, the bundle's
 own ``inference.json``, so the field-of-view resampling and threshold are the bundle's) and scored inside the
 dataset's FOV mask (derived from the picture where the release has none): Dice, AUC, sensitivity, specificity, and
-seconds per picture. Writes ``<output_dir>/<dataset>_<split>.md`` and ``.json`` with per-picture numbers.
+seconds per picture. ``--match_intensity`` first maps each picture's colours inside its FOV onto those of the training
+camera's pictures (``--intensity_reference``, less ``--reference_exclude``): per channel, either mean and standard
+deviation (``meanstd``) or the whole histogram (``histogram``, :func:`skimage.exposure.match_histograms`), to
+measure whether an inference-time photometric normalisation helps a camera the adapter was not trained on.
+Writes ``<output_dir>/<dataset>_<split>.md`` and ``.json`` with per-picture numbers.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from PIL import Image
 
 from common.cli import config_override, data_root
 
-__all__ = ["CAMERAS", "camera_cases", "mean_of_cases", "score_bundle", "main"]
+__all__ = ["CAMERAS", "camera_cases", "match_intensity", "mean_of_cases", "score_bundle", "main"]
 
 #: dataset name → (folder under the data root, published layout reader in common.datasets.fundus, camera)
 CAMERAS = {
@@ -50,6 +55,30 @@ def camera_cases(dataset: str, data_root: Path, split: str) -> list[dict]:
         fov = case.fov() if case.fov is not None else field_of_view(picture)
         cases.append({"name": case.case_id, "image": str(case.image), "truth": case.label() > 0, "fov": fov > 0})
     return cases
+
+
+def match_intensity(cases: list[dict], reference: list[dict], how: str, work_dir: Path) -> list[dict]:
+    """``cases`` with each picture's colours inside its FOV mapped onto those of the ``reference`` pictures (inside
+    theirs; every 7th pixel, enough for 3 channels' statistics), written as PNG under ``work_dir``: per channel,
+    mean and standard deviation (``how="meanstd"``) or the histogram (``"histogram"``). Outside the FOV unchanged."""
+    from skimage.exposure import match_histograms
+
+    pixels = np.concatenate([np.asarray(Image.open(c["image"]).convert("RGB"))[c["fov"]][::7] for c in reference])
+    pixels = pixels.astype(np.float32)
+    mean, std = pixels.mean(0), pixels.std(0)
+    matched = []
+    for case in cases:
+        picture = np.asarray(Image.open(case["image"]).convert("RGB")).astype(np.float32)
+        inside = picture[case["fov"]]
+        if how == "meanstd":
+            picture[case["fov"]] = (inside - inside.mean(0)) / np.maximum(inside.std(0), 1e-6) * std + mean
+        else:
+            picture[case["fov"]] = match_histograms(inside, pixels, channel_axis=-1)
+        path = work_dir / "matched" / f"{case['name']}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.clip(picture, 0, 255).round().astype(np.uint8)).save(path)
+        matched.append({**case, "image": str(path)})
+    return matched
 
 
 def score_bundle(
@@ -130,6 +159,15 @@ def main(argv: list[str] | None = None) -> int:
         "else ../shared/data)"
     )
     parser.add_argument("--set", action="append", default=[], type=config_override, metavar="ID=VALUE")
+    parser.add_argument(
+        "--match_intensity", choices=("meanstd", "histogram"), default=None,
+        help="map each picture's colours inside its FOV onto the reference camera's training pictures first",
+    )  # fmt: skip
+    parser.add_argument("--intensity_reference", choices=sorted(CAMERAS), default="chase_db1")
+    parser.add_argument(
+        "--reference_exclude", nargs="+", default=[], metavar="NAME",
+        help="reference training pictures left out of the colour statistics (its validation pictures)",
+    )  # fmt: skip
     parser.add_argument("--label", default=None, help="name of this configuration in the report")
     parser.add_argument("--output_dir", required=True, type=Path)
     args = parser.parse_args(argv)
@@ -148,8 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     cases = cases[: args.max_cases]
     overrides = dict(args.set)
     with tempfile.TemporaryDirectory() as work:
+        if args.match_intensity:
+            reference = camera_cases(args.intensity_reference, args.data_root, "training")
+            reference = [case for case in reference if case["name"] not in set(args.reference_exclude)]
+            cases = match_intensity(cases, reference, args.match_intensity, Path(work))
         rows = score_bundle(args.bundle, cases, Path(work), args.weights, overrides)
     label = args.label or (", ".join(f"{k}={v}" for k, v in overrides.items()) or "bundle defaults")
+    if args.match_intensity:
+        label += f"; colours {args.match_intensity}-matched to {args.intensity_reference} inside the FOV"
     report = {
         "command": "python -m common.benchmark.cross_camera " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"),

@@ -187,8 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = dict(args.set)
     with tempfile.TemporaryDirectory() as work:
         if args.match_intensity:
+            excluded = set(args.reference_exclude)
             reference = camera_cases(args.intensity_reference, args.data_root, "training")
-            reference = [case for case in reference if case["name"] not in set(args.reference_exclude)]
+            reference = [case for case in reference if case["name"] not in excluded]
             cases = match_intensity(cases, reference, args.match_intensity, Path(work))
         rows = score_bundle(args.bundle, cases, Path(work), args.weights, overrides)
     label = args.label or (", ".join(f"{k}={v}" for k, v in overrides.items()) or "bundle defaults")
